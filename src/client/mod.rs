@@ -1,0 +1,31 @@
+//! The async driver: a [`Connection`] runs the protocol of [`crate::proto`] over tokio.
+//!
+//! ```no_run
+//! use smtpkit::client::{ClientOptions, Connection, Envelope};
+//! use smtpkit::proto::Address;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut conn = Connection::connect("127.0.0.1", 2525, ClientOptions::default()).await?;
+//! println!("server offers: {:?}", conn.capabilities());
+//! let envelope = Envelope::new(Address::new("me@example.com")?, vec![Address::new("you@example.com")?])?;
+//! conn.send_mail(&envelope, b"Subject: one\r\n\r\nfirst\r\n").await?;
+//! conn.send_mail(&envelope, b"Subject: two\r\n\r\nsecond\r\n").await?;
+//! conn.quit().await?;
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod envelope;
+mod options;
+mod timeouts;
+mod transaction;
+mod transcript;
+mod transport;
+mod wire;
+
+pub use connection::{Connection, Greeted};
+pub use envelope::Envelope;
+pub use options::ClientOptions;
+pub use timeouts::Timeouts;
+pub use transaction::{RecipientResult, TransactionReport};
+pub use transcript::{Direction, Transcript, TranscriptBuffer};
+pub use transport::Transport;

@@ -1,0 +1,383 @@
+//! One mail transaction: MAIL, RCPT…, DATA, body — pipelined when the server allows it.
+
+use super::connection::Connection;
+use super::envelope::Envelope;
+use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::proto::{Address, Command, DotStuffer, Parameter, Reply, ReplyCode};
+
+/// What the server said to one RCPT TO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientResult {
+    /// The recipient.
+    pub address: Address,
+    /// The server's reply to its RCPT TO.
+    pub reply: Reply,
+}
+
+impl RecipientResult {
+    /// True when the server accepted the recipient.
+    pub fn accepted(&self) -> bool {
+        self.reply.is_positive()
+    }
+}
+
+/// The result of a transaction the server accepted (at least one recipient).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionReport {
+    mail_reply: Reply,
+    recipients: Vec<RecipientResult>,
+    data_reply: Reply,
+}
+
+impl TransactionReport {
+    /// The reply to MAIL FROM.
+    pub fn mail_reply(&self) -> &Reply {
+        &self.mail_reply
+    }
+
+    /// The reply to each RCPT TO, in envelope order; some may be rejections.
+    pub fn recipients(&self) -> &[RecipientResult] {
+        &self.recipients
+    }
+
+    /// Recipients the server refused while it accepted the message for the others.
+    pub fn rejected(&self) -> impl Iterator<Item = &RecipientResult> {
+        self.recipients.iter().filter(|r| !r.accepted())
+    }
+
+    /// The reply to the final `.`, usually naming the queue id.
+    pub fn data_reply(&self) -> &Reply {
+        &self.data_reply
+    }
+
+    /// The queue id from the final reply when it has a common form: Postfix's `queued as ID`,
+    /// `id=ID`, or `OK ID` (Gmail, Exim, SendGrid style).
+    pub fn queue_id(&self) -> Option<String> {
+        queue_id(&self.data_reply)
+    }
+}
+
+fn queue_id(reply: &Reply) -> Option<String> {
+    let message = reply.message();
+    let words: Vec<&str> = message.split_whitespace().collect();
+    let clean = |w: &str| {
+        w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.')
+            .to_owned()
+    };
+    for (i, w) in words.iter().enumerate() {
+        if w.eq_ignore_ascii_case("as") && i > 0 && words[i - 1].eq_ignore_ascii_case("queued") {
+            return words.get(i + 1).map(|w| clean(w)).filter(|w| !w.is_empty());
+        }
+        if let Some(id) = w.strip_prefix("id=") {
+            return Some(clean(id)).filter(|w| !w.is_empty());
+        }
+    }
+    match words.as_slice() {
+        [ok, id, ..] if ok.eq_ignore_ascii_case("ok") && id.len() >= 6 => {
+            Some(clean(id)).filter(|w| !w.is_empty())
+        }
+        _ => None,
+    }
+}
+
+/// Replies of a pipelined or lock-step command group, in order.
+struct Replies {
+    mail: Reply,
+    recipients: Vec<RecipientResult>,
+    data: Option<Reply>,
+}
+
+impl Connection {
+    /// Sends one message: MAIL FROM, RCPT TO for each recipient, DATA and the body.
+    ///
+    /// With PIPELINING (RFC 2920) MAIL, every RCPT and DATA leave in one write and their
+    /// replies are matched in order; otherwise each command waits for its reply. Recipients
+    /// the server refuses are reported one by one in the [`TransactionReport`]; the message
+    /// goes to the others. When every recipient is refused the transaction is reset and the
+    /// error lists each refusal. SIZE, BODY=8BITMIME and SMTPUTF8 are added only when needed
+    /// and offered; a message over the SIZE limit fails before anything is sent.
+    ///
+    /// `message` is the RFC 5322 message (headers and body); line ends are normalised to CRLF.
+    pub async fn send_mail(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<TransactionReport> {
+        self.wire.check_usable(Stage::MailFrom)?;
+        let params = self.mail_parameters(envelope, message)?;
+        let wire_body = DotStuffer::encode_all(message);
+        if let Some(limit) = self.capabilities.size_limit() {
+            let size = wire_body.len() as u64;
+            if size > limit {
+                return Err(Error::new(
+                    ErrorKind::MessageTooLarge,
+                    Stage::MailFrom,
+                    format!(
+                        "message of {size} bytes is over the server's SIZE limit of {limit} bytes"
+                    ),
+                ));
+            }
+        }
+        let params = if self.capabilities.size() {
+            let mut p = vec![Parameter::size(wire_body.len())];
+            p.extend(params);
+            p
+        } else {
+            params
+        };
+
+        let mail = Command::MailFrom {
+            from: envelope.from().clone(),
+            params,
+        };
+        let rcpts: Vec<Command> = envelope
+            .to()
+            .iter()
+            .map(|to| Command::RcptTo {
+                to: to.clone(),
+                params: Vec::new(),
+            })
+            .collect();
+
+        let replies = if self.capabilities.pipelining() {
+            self.pipelined_group(&mail, &rcpts).await?
+        } else {
+            self.lockstep_group(&mail, &rcpts, envelope).await?
+        };
+        self.finish_transaction(replies, envelope, &wire_body, message.len())
+            .await
+    }
+
+    /// BODY and SMTPUTF8 parameters, only when the message needs them; an error when it needs
+    /// an extension the server lacks (RFC 6152 §3, RFC 6531 §3.4).
+    fn mail_parameters(&self, envelope: &Envelope, message: &[u8]) -> Result<Vec<Parameter>> {
+        let mut params = Vec::new();
+        let eight_bit = message.iter().any(|&b| b >= 0x80);
+        if eight_bit {
+            if !self.capabilities.eight_bit_mime() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    Stage::MailFrom,
+                    "message has 8-bit bytes but the server does not offer 8BITMIME",
+                ));
+            }
+            params.push(Parameter::body_8bitmime());
+        }
+        if envelope.needs_smtputf8() {
+            if !self.capabilities.smtputf8() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    Stage::MailFrom,
+                    "an address has non-ASCII characters but the server does not offer SMTPUTF8",
+                ));
+            }
+            params.push(Parameter::smtputf8());
+        }
+        Ok(params)
+    }
+
+    /// RFC 2920 §3.1: MAIL, every RCPT and DATA in one write; then every reply in order.
+    async fn pipelined_group(&mut self, mail: &Command, rcpts: &[Command]) -> Result<Replies> {
+        let timeouts = *self.options.timeouts();
+        let mut group: Vec<&Command> = Vec::with_capacity(rcpts.len() + 2);
+        group.push(mail);
+        group.extend(rcpts.iter());
+        group.push(&Command::Data);
+        self.wire.queue(&group, Stage::MailFrom)?;
+        self.wire.flush(Stage::MailFrom, timeouts.command).await?;
+
+        let mail_reply = self.read_checked(Stage::MailFrom, timeouts.command).await?;
+        let mut recipients = Vec::with_capacity(rcpts.len());
+        for rcpt in rcpts {
+            let reply = self.read_checked(Stage::RcptTo, timeouts.command).await?;
+            if let Command::RcptTo { to, .. } = rcpt {
+                recipients.push(RecipientResult {
+                    address: to.clone(),
+                    reply,
+                });
+            }
+        }
+        let data = self.read_checked(Stage::Data, timeouts.data_start).await?;
+        Ok(Replies {
+            mail: mail_reply,
+            recipients,
+            data: Some(data),
+        })
+    }
+
+    /// Without PIPELINING: each command waits for its reply; DATA only when a recipient was accepted.
+    async fn lockstep_group(
+        &mut self,
+        mail: &Command,
+        rcpts: &[Command],
+        envelope: &Envelope,
+    ) -> Result<Replies> {
+        let timeouts = *self.options.timeouts();
+        let mail_reply = self
+            .round_trip(mail, Stage::MailFrom, timeouts.command)
+            .await?;
+        if !mail_reply.is_positive() {
+            return Err(Error::rejected(Stage::MailFrom, mail_reply));
+        }
+        let mut recipients = Vec::with_capacity(rcpts.len());
+        for (rcpt, address) in rcpts.iter().zip(envelope.to()) {
+            let reply = self
+                .round_trip(rcpt, Stage::RcptTo, timeouts.command)
+                .await?;
+            recipients.push(RecipientResult {
+                address: address.clone(),
+                reply,
+            });
+        }
+        let data = if recipients.iter().any(RecipientResult::accepted) {
+            Some(
+                self.round_trip(&Command::Data, Stage::Data, timeouts.data_start)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok(Replies {
+            mail: mail_reply,
+            recipients,
+            data,
+        })
+    }
+
+    async fn round_trip(
+        &mut self,
+        command: &Command,
+        stage: Stage,
+        limit: std::time::Duration,
+    ) -> Result<Reply> {
+        self.wire.queue(&[command], stage)?;
+        self.wire.flush(stage, limit).await?;
+        self.read_checked(stage, limit).await
+    }
+
+    /// Reads a reply; a 421 ends the session at once (RFC 5321 §3.8), so it is an error here.
+    async fn read_checked(&mut self, stage: Stage, limit: std::time::Duration) -> Result<Reply> {
+        let reply = self.wire.read_reply(stage, limit).await?;
+        if reply.code() == ReplyCode::SERVICE_NOT_AVAILABLE {
+            return Err(Error::rejected(stage, reply));
+        }
+        Ok(reply)
+    }
+
+    async fn finish_transaction(
+        &mut self,
+        replies: Replies,
+        envelope: &Envelope,
+        wire_body: &[u8],
+        body_len: usize,
+    ) -> Result<TransactionReport> {
+        let timeouts = *self.options.timeouts();
+        let Replies {
+            mail,
+            recipients,
+            data,
+        } = replies;
+        let any_accepted = mail.is_positive() && recipients.iter().any(RecipientResult::accepted);
+        let go_ahead = data
+            .as_ref()
+            .is_some_and(|d| d.code() == ReplyCode::START_MAIL_INPUT);
+
+        if any_accepted && go_ahead {
+            self.wire.note(&format!("message body: {body_len} bytes"));
+            // Body and terminator leave together (DESIGN: one write, no Nagle stall).
+            self.wire
+                .write_blocks(wire_body, Stage::Body, timeouts.data_block)
+                .await?;
+            let final_reply = self
+                .wire
+                .read_reply(Stage::DataEnd, timeouts.data_end)
+                .await?;
+            if !final_reply.is_positive() {
+                return Err(
+                    Error::rejected(Stage::DataEnd, final_reply).with_recipients(recipients)
+                );
+            }
+            return Ok(TransactionReport {
+                mail_reply: mail,
+                recipients,
+                data_reply: final_reply,
+            });
+        }
+
+        // The transaction failed before the body. RFC 2920 §3.1: a 354 we did not want is
+        // answered with a lone "." so the server leaves data mode.
+        if go_ahead {
+            self.wire
+                .note("no recipient accepted: ending DATA with an empty message");
+            self.wire
+                .write_blocks(b".\r\n", Stage::Body, timeouts.data_block)
+                .await?;
+            let _ = self
+                .wire
+                .read_reply(Stage::DataEnd, timeouts.data_end)
+                .await?;
+        }
+        let error = if !mail.is_positive() {
+            Error::rejected(Stage::MailFrom, mail)
+        } else if !any_accepted {
+            let first = recipients
+                .iter()
+                .find(|r| !r.accepted())
+                .map(|r| r.reply.clone());
+            let n = envelope.to().len();
+            let err = Error::new(
+                ErrorKind::Rejected,
+                Stage::RcptTo,
+                format!("all {n} recipient(s) rejected"),
+            );
+            match first {
+                Some(reply) => err.with_reply(reply),
+                None => err,
+            }
+        } else {
+            match data {
+                Some(reply) => Error::rejected(Stage::Data, reply),
+                None => Error::new(ErrorKind::Protocol, Stage::Data, "no reply to DATA"),
+            }
+        };
+        let error = error.with_recipients(recipients);
+        // RFC 5321 §4.1.1.5: reset so the next transaction starts clean.
+        if self.is_usable() {
+            if let Err(rset) = self.rset().await {
+                self.wire
+                    .note(&format!("RSET after failed transaction failed: {rset}"));
+            }
+        }
+        Err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply::new(ReplyCode::new(code).expect("valid"), vec![text.to_owned()])
+    }
+
+    #[test]
+    fn queue_ids_of_common_servers() {
+        assert_eq!(
+            queue_id(&reply(250, "2.0.0 Ok: queued as 4Xk2Lz0bJHz")).as_deref(),
+            Some("4Xk2Lz0bJHz")
+        );
+        assert_eq!(
+            queue_id(&reply(250, "OK id=1tGx9a-0001Xy-2B")).as_deref(),
+            Some("1tGx9a-0001Xy-2B")
+        );
+        assert_eq!(
+            queue_id(&reply(
+                250,
+                "2.0.0 OK  1700000000 x1-20020a170906.1 - gsmtp"
+            ))
+            .as_deref(),
+            Some("1700000000")
+        );
+        assert_eq!(queue_id(&reply(250, "Ok")), None);
+    }
+}

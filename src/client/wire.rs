@@ -1,0 +1,209 @@
+//! The framed byte stream of a session: command lines out, replies in, under deadlines,
+//! recorded in the transcript. Any failure here poisons the session for good.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
+
+use super::transcript::{record, Direction, Transcript};
+use super::transport::Transport;
+use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::proto::{Command, Reply, ReplyCode, ReplyParser};
+
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The framed stream. Knows nothing of SMTP's sequence, only of lines and replies.
+pub(crate) struct Wire {
+    stream: Box<dyn Transport>,
+    parser: ReplyParser,
+    read_buf: Box<[u8]>,
+    out: Vec<u8>,
+    transcript: Option<Transcript>,
+    poisoned: Option<String>,
+}
+
+impl Wire {
+    pub(crate) fn new(stream: Box<dyn Transport>, transcript: Option<Transcript>) -> Wire {
+        Wire {
+            stream,
+            parser: ReplyParser::new(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            out: Vec::with_capacity(1024),
+            transcript,
+            poisoned: None,
+        }
+    }
+
+    pub(crate) fn note(&self, line: &str) {
+        record(self.transcript.as_ref(), Direction::Info, line);
+    }
+
+    /// Fails when an earlier error made the session unusable.
+    pub(crate) fn check_usable(&self, stage: Stage) -> Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(Error::new(
+                ErrorKind::Poisoned,
+                stage,
+                format!("connection not usable after an earlier failure ({why})"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Marks the session unusable and passes the error through.
+    pub(crate) fn poison(&mut self, err: Error) -> Error {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(err.to_string());
+        }
+        err
+    }
+
+    /// Encodes `commands` into one buffer; nothing is written if any of them is invalid.
+    pub(crate) fn queue(&mut self, commands: &[&Command], stage: Stage) -> Result<()> {
+        let start = self.out.len();
+        for command in commands {
+            if let Err(e) = command.encode(&mut self.out) {
+                self.out.truncate(start);
+                return Err(Error::invalid(stage, e));
+            }
+        }
+        for command in commands {
+            record(
+                self.transcript.as_ref(),
+                Direction::Client,
+                &command.redacted(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued in one write, under one deadline.
+    pub(crate) async fn flush(&mut self, stage: Stage, limit: Duration) -> Result<()> {
+        self.check_usable(stage)?;
+        let deadline = Instant::now() + limit;
+        let out = std::mem::take(&mut self.out);
+        let result = self.write_until(&out, stage, deadline).await;
+        self.out = out;
+        self.out.clear();
+        result
+    }
+
+    /// Writes a whole buffer; each write that makes progress gets a fresh `block` deadline
+    /// (RFC 5321 §4.5.3.2.5), so a slow but moving upload is not cut off.
+    pub(crate) async fn write_blocks(
+        &mut self,
+        bytes: &[u8],
+        stage: Stage,
+        block: Duration,
+    ) -> Result<()> {
+        self.check_usable(stage)?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let written = match timeout_at(Instant::now() + block, self.stream.write(rest)).await {
+                Ok(Ok(0)) => Err(Error::new(
+                    ErrorKind::Closed,
+                    stage,
+                    "connection closed while writing",
+                )),
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) => Err(Error::io(stage, e)),
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    stage,
+                    format!("no write progress in {block:?}"),
+                )),
+            };
+            match written {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => return Err(self.poison(e)),
+            }
+        }
+        self.flush_stream(stage, Instant::now() + block).await
+    }
+
+    async fn write_until(&mut self, bytes: &[u8], stage: Stage, deadline: Instant) -> Result<()> {
+        let result = match timeout_at(deadline, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => return self.flush_stream(stage, deadline).await,
+            Ok(Err(e)) => Error::io(stage, e),
+            Err(_) => Error::new(ErrorKind::Timeout, stage, "timed out writing"),
+        };
+        Err(self.poison(result))
+    }
+
+    async fn flush_stream(&mut self, stage: Stage, deadline: Instant) -> Result<()> {
+        let err = match timeout_at(deadline, self.stream.flush()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => Error::io(stage, e),
+            Err(_) => Error::new(ErrorKind::Timeout, stage, "timed out writing"),
+        };
+        Err(self.poison(err))
+    }
+
+    /// Reads one whole reply; the deadline covers all of it. A 421 reply poisons the session
+    /// (the server is closing, RFC 5321 §3.8) but is still returned.
+    pub(crate) async fn read_reply(&mut self, stage: Stage, limit: Duration) -> Result<Reply> {
+        self.check_usable(stage)?;
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.parser.next_reply() {
+                Ok(Some(reply)) => {
+                    self.record_reply(&reply);
+                    if reply.code() == ReplyCode::SERVICE_NOT_AVAILABLE {
+                        self.poisoned = Some(format!("server sent {reply}"));
+                    }
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.poison(Error::protocol(stage, e))),
+            }
+            let read = timeout_at(deadline, self.stream.read(&mut self.read_buf)).await;
+            let n = match read {
+                Ok(Ok(0)) => {
+                    let err = Error::new(ErrorKind::Closed, stage, "server closed the connection");
+                    return Err(self.poison(err));
+                }
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(self.poison(Error::io(stage, e))),
+                Err(_) => {
+                    let err = Error::new(
+                        ErrorKind::Timeout,
+                        stage,
+                        format!("no complete reply within {limit:?}"),
+                    );
+                    return Err(self.poison(err));
+                }
+            };
+            self.parser.feed(&self.read_buf[..n]);
+        }
+    }
+
+    fn record_reply(&self, reply: &Reply) {
+        let last = reply.lines().len() - 1;
+        for (i, line) in reply.lines().iter().enumerate() {
+            let sep = if i == last {
+                if line.is_empty() {
+                    ""
+                } else {
+                    " "
+                }
+            } else {
+                "-"
+            };
+            record(
+                self.transcript.as_ref(),
+                Direction::Server,
+                &format!("{}{sep}{line}", reply.code()),
+            );
+        }
+    }
+
+    /// Shuts the write side down, bounded by `limit`; errors are ignored (the peer may be gone).
+    pub(crate) async fn shutdown(&mut self, limit: Duration) {
+        let _ = timeout_at(Instant::now() + limit, self.stream.shutdown()).await;
+    }
+}

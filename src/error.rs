@@ -1,0 +1,316 @@
+//! The one error type of the crate: what went wrong, at which stage, and what the server said.
+
+use std::fmt;
+
+use crate::client::RecipientResult;
+use crate::proto::{InvalidInput, Reply, ReplyError};
+
+/// Where in the session an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Opening the TCP connection.
+    Connect,
+    /// Waiting for the server's `220` greeting.
+    Greeting,
+    /// EHLO, or the HELO fallback.
+    Ehlo,
+    /// STARTTLS and the TLS handshake.
+    StartTls,
+    /// AUTH.
+    Auth,
+    /// MAIL FROM.
+    MailFrom,
+    /// RCPT TO.
+    RcptTo,
+    /// The DATA command, up to its `354`.
+    Data,
+    /// Writing the message body and its terminating `.`.
+    Body,
+    /// Waiting for the reply to the final `.`: a loss here leaves the outcome unknown.
+    DataEnd,
+    /// RSET.
+    Rset,
+    /// NOOP.
+    Noop,
+    /// QUIT.
+    Quit,
+    /// A command sent with [`crate::client::Connection::command`].
+    Command,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::Greeting => "greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
+            Stage::MailFrom => "MAIL FROM",
+            Stage::RcptTo => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::Body => "message body",
+            Stage::DataEnd => "end of data",
+            Stage::Rset => "RSET",
+            Stage::Noop => "NOOP",
+            Stage::Quit => "QUIT",
+            Stage::Command => "command",
+        })
+    }
+}
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The TCP connection could not be opened (refused, unreachable, name not resolved).
+    Connect,
+    /// Reading or writing failed on an open connection.
+    Io,
+    /// The server closed the connection.
+    Closed,
+    /// A deadline passed.
+    Timeout,
+    /// The server broke the protocol (malformed reply, limits exceeded, bytes out of turn).
+    Protocol,
+    /// The server answered with a 4yz or 5yz reply; see [`Error::reply`].
+    Rejected,
+    /// Input that can never be sent (bad address, control characters, no recipients).
+    InvalidInput,
+    /// The message is larger than the server's SIZE limit (RFC 1870).
+    MessageTooLarge,
+    /// The message needs an extension the server does not offer (SMTPUTF8, 8BITMIME).
+    Unsupported,
+    /// TLS failed (handshake, certificate).
+    Tls,
+    /// TLS was required but the server does not offer it or refused it.
+    TlsRequired,
+    /// Authentication failed or is impossible.
+    Auth,
+    /// The connection already failed before (timeout, protocol error, 421) and is not used again.
+    Poisoned,
+}
+
+/// An error from connecting, talking to, or sending through an SMTP server.
+///
+/// Carries the [`Stage`], the server's [`Reply`] when there was one, and for a transaction
+/// the per-recipient results. Never contains a password or AUTH payload.
+pub struct Error {
+    kind: ErrorKind,
+    stage: Stage,
+    message: String,
+    reply: Option<Reply>,
+    recipients: Vec<RecipientResult>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            stage,
+            message: message.into(),
+            reply: None,
+            recipients: Vec::new(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn rejected(stage: Stage, reply: Reply) -> Error {
+        Error::new(ErrorKind::Rejected, stage, "server rejected the command").with_reply(reply)
+    }
+
+    pub(crate) fn io(stage: Stage, err: std::io::Error) -> Error {
+        let kind = match err.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => ErrorKind::Closed,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, stage, err.to_string()).with_source(err)
+    }
+
+    pub(crate) fn with_reply(mut self, reply: Reply) -> Error {
+        self.reply = Some(reply);
+        self
+    }
+
+    pub(crate) fn with_recipients(mut self, recipients: Vec<RecipientResult>) -> Error {
+        self.recipients = recipients;
+        self
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Where in the session it happened.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The server's reply, when the error is a reply.
+    pub fn reply(&self) -> Option<&Reply> {
+        self.reply.as_ref()
+    }
+
+    /// Per-recipient results, when the error ended a transaction after RCPT TO.
+    pub fn recipients(&self) -> &[RecipientResult] {
+        &self.recipients
+    }
+
+    /// True when trying again later may succeed: 4yz replies, lost or refused connections and
+    /// timeouts — but not when the outcome is unknown (see [`Error::is_outcome_unknown`]).
+    pub fn is_transient(&self) -> bool {
+        if self.is_outcome_unknown() {
+            return false;
+        }
+        match self.kind {
+            ErrorKind::Connect | ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout => true,
+            ErrorKind::Rejected | ErrorKind::Auth => {
+                self.reply.as_ref().is_some_and(Reply::is_transient)
+            }
+            _ => false,
+        }
+    }
+
+    /// True when trying again will fail the same way: 5yz replies and input that cannot be sent.
+    pub fn is_permanent(&self) -> bool {
+        match self.kind {
+            ErrorKind::Rejected | ErrorKind::Auth => {
+                self.reply.as_ref().is_none_or(Reply::is_permanent)
+            }
+            ErrorKind::InvalidInput
+            | ErrorKind::MessageTooLarge
+            | ErrorKind::Unsupported
+            | ErrorKind::TlsRequired => true,
+            _ => false,
+        }
+    }
+
+    /// True when a deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// True for TLS failures, including TLS required but unavailable.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, ErrorKind::Tls | ErrorKind::TlsRequired)
+    }
+
+    /// True when the connection was lost or timed out after the whole message and its final
+    /// `.` were sent, before the server's reply: the message may or may not have been accepted.
+    /// Retrying could deliver it twice.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.stage == Stage::DataEnd
+            && matches!(
+                self.kind,
+                ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout
+            )
+    }
+
+    /// Troubleshooting advice for this failure, following the provider documentation.
+    pub fn hint(&self) -> Option<&'static str> {
+        let code = self.reply.as_ref().map(|r| r.code().value());
+        Some(match (self.kind, self.stage, code) {
+            (ErrorKind::Connect, _, _) => {
+                "Verify host and port are correct; check that firewall rules allow outbound connections on SMTP ports; test connectivity with `telnet HOST PORT`."
+            }
+            (ErrorKind::Timeout | ErrorKind::Protocol, Stage::Greeting, _) => {
+                "The server did not greet in plain SMTP: port 465 expects implicit TLS (`security: tls`), ports 587 and 25 expect STARTTLS (`security: starttls`). Check that host and port are right."
+            }
+            (ErrorKind::Auth, _, _) | (ErrorKind::Rejected, Stage::Auth, _) => {
+                "Verify username and password; for Gmail and other providers with 2FA use an App Password; check that the account is not locked or suspended."
+            }
+            (ErrorKind::Tls, _, _) => {
+                "Update the system CA certificates, check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
+            }
+            (ErrorKind::TlsRequired, _, _) => {
+                "The server does not offer STARTTLS on this port. Use port 465 with `security: tls`, or, only on a trusted network, `security: none`."
+            }
+            (ErrorKind::Rejected, Stage::MailFrom, _) => {
+                "Verify that the sender address is authorized on this server and that its domain is verified (SPF, DKIM, DMARC)."
+            }
+            (ErrorKind::Rejected, Stage::RcptTo, _) => {
+                "Ensure the recipient addresses are valid and that the server relays for you (authenticate first)."
+            }
+            (ErrorKind::Rejected, Stage::Data | Stage::DataEnd, _) => {
+                "The server refused the message: review its reply and the server logs (content, SPF/DKIM/DMARC, rate limits)."
+            }
+            (ErrorKind::Rejected, Stage::Greeting, Some(554)) => "The server refuses service to this client address.",
+            (ErrorKind::Rejected, _, Some(421)) => "The server is busy or closing; try again later.",
+            (ErrorKind::MessageTooLarge, _, _) => "Make the message smaller (attachments) or use a server with a larger SIZE limit.",
+            (ErrorKind::Unsupported, _, _) => {
+                "The server lacks an extension the message needs: use ASCII addresses (no SMTPUTF8) or a 7-bit transfer encoding (no 8BITMIME)."
+            }
+            (ErrorKind::Timeout, _, _) => "The server stopped answering; check the network and the timeouts configured.",
+            _ if self.is_outcome_unknown() => {
+                "The message may have been delivered: check the recipient before sending again."
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.stage, self.message)?;
+        if let Some(reply) = &self.reply {
+            write!(f, ": {reply}")?;
+        }
+        if self.is_outcome_unknown() {
+            f.write_str(" (the message may have been delivered)")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("stage", &self.stage)
+            .field("message", &self.message)
+            .field("reply", &self.reply.as_ref().map(ToString::to_string))
+            .field("recipients", &self.recipients.len())
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<InvalidInput> for Error {
+    fn from(err: InvalidInput) -> Error {
+        Error::new(ErrorKind::InvalidInput, Stage::Command, err.to_string()).with_source(err)
+    }
+}
+
+impl Error {
+    pub(crate) fn protocol(stage: Stage, err: ReplyError) -> Error {
+        Error::new(ErrorKind::Protocol, stage, err.to_string()).with_source(err)
+    }
+
+    pub(crate) fn invalid(stage: Stage, err: InvalidInput) -> Error {
+        Error::new(ErrorKind::InvalidInput, stage, err.to_string()).with_source(err)
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

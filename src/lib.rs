@@ -1,0 +1,11 @@
+//! # smtpkit
+//!
+//! An async SMTP client written from the wire up: a sans-I/O protocol core ([`proto`]) and a
+//! tokio driver ([`client`]). Every command and reply is typed and visible; every limit is named.
+#![warn(missing_docs)]
+
+pub mod client;
+mod error;
+pub mod proto;
+
+pub use error::{Error, ErrorKind, Result, Stage};

@@ -1,0 +1,31 @@
+//! The sans-I/O protocol core: bytes in, typed values out, and typed values to bytes.
+//!
+//! Nothing here touches a socket or a clock, so every rule can be tested on byte slices and
+//! fuzzed. The rules of the RFCs live in one place each:
+//!
+//! | rule | where |
+//! |---|---|
+//! | reply syntax, limits (RFC 5321 §4.2, §4.5.3.1) | [`ReplyParser`], [`limits`] |
+//! | enhanced status codes (RFC 3463) | [`EnhancedCode`] |
+//! | command syntax, no control characters (RFC 5321 §4.1) | [`Command`], [`Address`], [`ClientName`], [`Parameter`] |
+//! | EHLO extensions | [`Capabilities`] |
+//! | DATA transparency and line ends (RFC 5321 §4.5.2, §2.3.8) | [`DotStuffer`], [`DotUnstuffer`] |
+
+mod address;
+mod capabilities;
+mod command;
+mod dot_stuffer;
+mod dot_unstuffer;
+pub mod limits;
+mod reply;
+mod reply_parser;
+mod secret;
+
+pub use address::{Address, ClientName, InvalidInput, ReversePath};
+pub use capabilities::Capabilities;
+pub use command::{Command, MechanismName, Parameter};
+pub use dot_stuffer::DotStuffer;
+pub use dot_unstuffer::DotUnstuffer;
+pub use reply::{EnhancedCode, Reply, ReplyCode};
+pub use reply_parser::{ReplyError, ReplyParser};
+pub use secret::Secret;

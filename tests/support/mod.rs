@@ -1,0 +1,5 @@
+//! Test support shared by the integration tests: a scripted mock server and real servers.
+#![allow(dead_code)]
+
+pub mod mock;
+pub mod real_servers;
