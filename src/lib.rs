@@ -9,3 +9,7 @@ mod error;
 pub mod proto;
 
 pub use error::{Error, ErrorKind, Result, Stage};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

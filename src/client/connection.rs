@@ -90,12 +90,11 @@ impl Greeted {
                 Error::new(ErrorKind::Protocol, Stage::Greeting, "unexpected greeting")
                     .with_reply(greeting.clone())
             };
-            if greeting.code().value() == 554 {
-                if wire.queue(&[&Command::Quit], Stage::Quit).is_ok()
-                    && wire.flush(Stage::Quit, QUIT_GRACE).await.is_ok()
-                {
-                    let _ = wire.read_reply(Stage::Quit, QUIT_GRACE).await;
-                }
+            if greeting.code().value() == 554
+                && wire.queue(&[&Command::Quit], Stage::Quit).is_ok()
+                && wire.flush(Stage::Quit, QUIT_GRACE).await.is_ok()
+            {
+                let _ = wire.read_reply(Stage::Quit, QUIT_GRACE).await;
             }
             wire.shutdown(QUIT_GRACE).await;
             return Err(err);
@@ -276,5 +275,43 @@ impl Connection {
         .await;
         self.wire.shutdown(QUIT_GRACE).await;
         result
+    }
+}
+
+impl std::fmt::Debug for Greeted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Greeted")
+            .field("greeting", &self.greeting.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("greeting", &self.greeting.to_string())
+            .field("capabilities", &self.capabilities)
+            .field("usable", &self.is_usable())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_connections_have_nodelay_set() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stream = connect_tcp("127.0.0.1", port, Duration::from_secs(5))
+            .await
+            .expect("connects");
+        assert!(
+            stream.nodelay().expect("readable option"),
+            "TCP_NODELAY must be set"
+        );
     }
 }

@@ -105,9 +105,9 @@ impl Connection {
     ) -> Result<TransactionReport> {
         self.wire.check_usable(Stage::MailFrom)?;
         let params = self.mail_parameters(envelope, message)?;
-        let wire_body = DotStuffer::encode_all(message);
+        let (wire_body, message_size) = DotStuffer::encode_sized(message);
         if let Some(limit) = self.capabilities.size_limit() {
-            let size = wire_body.len() as u64;
+            let size = message_size as u64;
             if size > limit {
                 return Err(Error::new(
                     ErrorKind::MessageTooLarge,
@@ -119,7 +119,7 @@ impl Connection {
             }
         }
         let params = if self.capabilities.size() {
-            let mut p = vec![Parameter::size(wire_body.len())];
+            let mut p = vec![Parameter::size(message_size)];
             p.extend(params);
             p
         } else {

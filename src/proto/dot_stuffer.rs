@@ -16,6 +16,7 @@
 pub struct DotStuffer {
     at_line_start: bool,
     after_cr: bool,
+    stuffed: usize,
 }
 
 impl Default for DotStuffer {
@@ -30,6 +31,7 @@ impl DotStuffer {
         DotStuffer {
             at_line_start: true,
             after_cr: false,
+            stuffed: 0,
         }
     }
 
@@ -47,6 +49,7 @@ impl DotStuffer {
         while i < chunk.len() {
             if self.at_line_start && chunk[i] == b'.' {
                 out.push(b'.');
+                self.stuffed += 1;
             }
             self.at_line_start = false;
             let end = memchr::memchr2(b'\r', b'\n', &chunk[i..]).map_or(chunk.len(), |p| i + p);
@@ -67,6 +70,11 @@ impl DotStuffer {
         }
     }
 
+    /// How many dots were added so far for transparency.
+    pub fn stuffed_dots(&self) -> usize {
+        self.stuffed
+    }
+
     /// Closes the body: CRLF if the last line is open, then `.` CRLF.
     pub fn finish(self, out: &mut Vec<u8>) {
         if !self.at_line_start {
@@ -77,11 +85,26 @@ impl DotStuffer {
 
     /// Encodes a whole body, terminator included.
     pub fn encode_all(body: &[u8]) -> Vec<u8> {
+        DotStuffer::encode_sized(body).0
+    }
+
+    /// Encodes a whole body, terminator included, and gives the message size as RFC 1870 §4
+    /// counts it for `SIZE=`: CRLF line ends included, added dots and the final `.` CRLF not.
+    ///
+    /// ```
+    /// use smtpkit::proto::DotStuffer;
+    /// let (wire, size) = DotStuffer::encode_sized(b".a\nb");
+    /// assert_eq!(wire, b"..a\r\nb\r\n.\r\n");
+    /// assert_eq!(size, 7);
+    /// ```
+    pub fn encode_sized(body: &[u8]) -> (Vec<u8>, usize) {
         let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 8);
         let mut stuffer = DotStuffer::new();
         stuffer.encode(body, &mut out);
+        let stuffed = stuffer.stuffed_dots();
         stuffer.finish(&mut out);
-        out
+        let size = out.len() - stuffed - 3;
+        (out, size)
     }
 }
 
