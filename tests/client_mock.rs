@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use smtpkit::client::{
-    ClientOptions, Connection, Envelope, Greeted, Timeouts, Transcript, TranscriptBuffer,
+    ClientOptions, Connection, Envelope, Greeted, Security, Timeouts, Transcript, TranscriptBuffer,
 };
 use smtpkit::proto::{Address, ClientName, Command};
 use smtpkit::{ErrorKind, Stage};
@@ -24,6 +24,8 @@ fn options() -> (ClientOptions, TranscriptBuffer) {
             data_end: Duration::from_secs(5),
         },
         transcript: Some(transcript),
+        security: Security::None,
+        ..ClientOptions::default()
     };
     (options, lines)
 }

@@ -4,11 +4,19 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use smtpkit::client::{ClientOptions, Connection, Envelope};
+use smtpkit::client::{ClientOptions, Connection, Envelope, Security};
 use smtpkit::proto::{Address, ClientName};
 use support::real_servers::SmtpSink;
 
 const MESSAGES: usize = 1000;
+
+/// smtp-sink speaks plain text only.
+fn plain() -> ClientOptions {
+    ClientOptions {
+        security: Security::None,
+        ..ClientOptions::default()
+    }
+}
 
 /// The last `mesg=N` counter smtp-sink printed with `-c`, polled until it reaches `want` (bounded).
 fn sink_message_count(sink: &SmtpSink, want: usize) -> usize {
@@ -38,7 +46,7 @@ async fn thousand_messages_over_one_connection(
     };
     let options = ClientOptions {
         client_name: Some(ClientName::new("client.test").expect("valid")),
-        ..Default::default()
+        ..plain()
     };
     let mut conn = Connection::connect("127.0.0.1", sink.port, options)
         .await
@@ -105,7 +113,7 @@ async fn smtp_sink_rejections_are_reported_per_recipient() {
         let Some(sink) = SmtpSink::start("smtp_sink_rcpt_reject", &[flag, "rcpt"]) else {
             return;
         };
-        let mut conn = Connection::connect("127.0.0.1", sink.port, ClientOptions::default())
+        let mut conn = Connection::connect("127.0.0.1", sink.port, plain())
             .await
             .expect("connects");
         let envelope = Envelope::new(

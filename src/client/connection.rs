@@ -7,6 +7,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::options::{host_client_name, ClientOptions};
+use super::tls::{Security, TlsInfo};
+use super::transcript::{record, Direction, Transcript};
 use super::transport::Transport;
 use super::wire::Wire;
 use crate::error::{Error, ErrorKind, Result, Stage};
@@ -42,33 +44,70 @@ pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Resul
     Ok(stream)
 }
 
+/// What a session knows whatever its state: the framed stream and how it was opened.
+struct Session {
+    wire: Wire,
+    greeting: Reply,
+    options: ClientOptions,
+    client_name: ClientName,
+    /// The name used for SNI and certificate checks.
+    server_name: String,
+    tls: Option<TlsInfo>,
+}
+
 /// A session whose server has greeted with `220` but that has not said EHLO yet.
 ///
 /// Only [`Greeted::ehlo`] moves on, to a [`Connection`]: a session that has not said EHLO
 /// cannot send mail.
 pub struct Greeted {
-    wire: Wire,
-    greeting: Reply,
-    options: ClientOptions,
-    client_name: ClientName,
+    session: Session,
 }
 
 impl Greeted {
-    /// Connects over TCP to `host:port` and waits for the greeting.
+    /// Connects over TCP to `host:port` and waits for the greeting, in plain text.
     pub async fn open(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
         let stream = connect_tcp(host, port, options.timeouts().connect).await?;
         let local = stream.local_addr().ok();
-        Greeted::over(Box::new(stream), local, options).await
+        let server_name = options
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        Greeted::over(Box::new(stream), local, server_name, None, options).await
     }
 
-    /// Runs a session over any stream (a TLS stream, an in-memory duplex) and waits for the greeting.
+    /// Connects to `host:port`, runs the TLS handshake at once (implicit TLS, RFC 8314) and
+    /// waits for the greeting over TLS.
+    pub async fn open_tls(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
+        let connector = options.tls_connector()?;
+        let limit = options.timeouts().connect;
+        let stream = connect_tcp(host, port, limit).await?;
+        let local = stream.local_addr().ok();
+        let server_name = options
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        let (stream, info) = connector
+            .handshake(Box::new(stream), &server_name, Stage::Connect, limit)
+            .await?;
+        note_tls(options.transcript.as_ref(), &info);
+        Greeted::over(stream, local, server_name, Some(info), options).await
+    }
+
+    /// Runs a session over any stream (an in-memory duplex, a stream you secured yourself)
+    /// and waits for the greeting.
     pub async fn from_stream(stream: impl Transport, options: ClientOptions) -> Result<Greeted> {
-        Greeted::over(Box::new(stream), None, options).await
+        let server_name = options
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| "localhost".to_owned());
+        Greeted::over(Box::new(stream), None, server_name, None, options).await
     }
 
-    pub(crate) async fn over(
+    async fn over(
         stream: Box<dyn Transport>,
         local: Option<SocketAddr>,
+        server_name: String,
+        tls: Option<TlsInfo>,
         options: ClientOptions,
     ) -> Result<Greeted> {
         let client_name = options
@@ -90,45 +129,62 @@ impl Greeted {
                 Error::new(ErrorKind::Protocol, Stage::Greeting, "unexpected greeting")
                     .with_reply(greeting.clone())
             };
-            if greeting.code().value() == 554
-                && wire.queue(&[&Command::Quit], Stage::Quit).is_ok()
-                && wire.flush(Stage::Quit, QUIT_GRACE).await.is_ok()
-            {
-                let _ = wire.read_reply(Stage::Quit, QUIT_GRACE).await;
+            if greeting.code().value() == 554 {
+                quit_quietly(&mut wire).await;
             }
             wire.shutdown(QUIT_GRACE).await;
             return Err(err);
         }
         Ok(Greeted {
-            wire,
-            greeting,
-            options,
-            client_name,
+            session: Session {
+                wire,
+                greeting,
+                options,
+                client_name,
+                server_name,
+                tls,
+            },
         })
     }
 
     /// The server's `220` greeting.
     pub fn greeting(&self) -> &Reply {
-        &self.greeting
+        &self.session.greeting
+    }
+
+    /// What the TLS handshake settled, for implicit TLS.
+    pub fn tls_info(&self) -> Option<&TlsInfo> {
+        self.session.tls.as_ref()
     }
 
     /// Says EHLO (falling back to HELO when EHLO is answered with 500 or 502) and learns the
     /// server's capabilities.
     pub async fn ehlo(mut self) -> Result<Connection> {
-        let capabilities = say_hello(
-            &mut self.wire,
-            &self.client_name,
-            self.options.timeouts().command,
-        )
-        .await?;
+        let s = &mut self.session;
+        let capabilities =
+            say_hello(&mut s.wire, &s.client_name, s.options.timeouts().command).await?;
         Ok(Connection {
-            wire: self.wire,
-            greeting: self.greeting,
+            session: self.session,
             capabilities,
-            options: self.options,
-            client_name: self.client_name,
         })
     }
+}
+
+/// Best effort QUIT on a session being abandoned: bounded, errors ignored.
+async fn quit_quietly(wire: &mut Wire) {
+    if wire.queue(&[&Command::Quit], Stage::Quit).is_ok()
+        && wire.flush(Stage::Quit, QUIT_GRACE).await.is_ok()
+    {
+        let _ = wire.read_reply(Stage::Quit, QUIT_GRACE).await;
+    }
+}
+
+fn note_tls(transcript: Option<&Transcript>, info: &TlsInfo) {
+    let mut line = format!("TLS established: {} {}", info.protocol, info.cipher_suite);
+    if !info.verified {
+        line.push_str(" (certificate NOT verified: tls_skip_verify)");
+    }
+    record(transcript, Direction::Info, &line);
 }
 
 /// EHLO, or HELO when the server does not know EHLO (RFC 5321 §3.2: only 500/502 mean that).
@@ -158,7 +214,7 @@ async fn say_hello(wire: &mut Wire, name: &ClientName, limit: Duration) -> Resul
 /// use smtpkit::client::{ClientOptions, Connection, Envelope};
 /// use smtpkit::proto::Address;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut conn = Connection::connect("127.0.0.1", 2525, ClientOptions::default()).await?;
+/// let mut conn = Connection::connect("smtp.example.com", 587, ClientOptions::default()).await?;
 /// let envelope = Envelope::new(Address::new("me@example.com")?, vec![Address::new("you@example.com")?])?;
 /// let report = conn.send_mail(&envelope, b"Subject: hi\r\n\r\nHello\r\n").await?;
 /// println!("queued: {}", report.data_reply());
@@ -166,27 +222,131 @@ async fn say_hello(wire: &mut Wire, name: &ClientName, limit: Duration) -> Resul
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    pub(crate) wire: Wire,
-    greeting: Reply,
+    session: Session,
     pub(crate) capabilities: Capabilities,
-    pub(crate) options: ClientOptions,
-    client_name: ClientName,
 }
 
 impl Connection {
-    /// Connects over TCP, waits for the greeting and says EHLO.
+    /// Opens a ready session as the options say: TCP (or implicit TLS), greeting, EHLO,
+    /// STARTTLS when required (then EHLO again), and AUTH when credentials are given.
+    ///
+    /// With [`Security::StartTls`] (the default on every port but 465) a server that does not
+    /// offer STARTTLS or refuses it ends the session with an error before any AUTH or MAIL.
     pub async fn connect(host: &str, port: u16, options: ClientOptions) -> Result<Connection> {
-        Greeted::open(host, port, options).await?.ehlo().await
+        let security = options.security.resolve(port);
+        let credentials = options.credentials.clone();
+        let mechanism = options.auth_mechanism;
+        let greeted = match security {
+            Security::Tls => Greeted::open_tls(host, port, options).await?,
+            _ => Greeted::open(host, port, options).await?,
+        };
+        let mut conn = greeted.ehlo().await?;
+        if security == Security::StartTls {
+            conn = conn.starttls().await?;
+        }
+        if let Some(credentials) = credentials {
+            if let Err(err) = conn.authenticate(&credentials, mechanism).await {
+                conn.abandon().await;
+                return Err(err);
+            }
+        }
+        Ok(conn)
     }
 
-    /// Runs a session over any stream: greeting, then EHLO.
+    /// Runs a session over any stream: greeting, then EHLO (no TLS, no AUTH).
     pub async fn from_stream(stream: impl Transport, options: ClientOptions) -> Result<Connection> {
         Greeted::from_stream(stream, options).await?.ehlo().await
     }
 
+    /// Upgrades to TLS with STARTTLS (RFC 3207), then says EHLO again.
+    ///
+    /// Fails with [`ErrorKind::TlsRequired`] (after QUIT) when the server does not offer
+    /// STARTTLS or answers anything but 220, and with a protocol error when the server sent
+    /// bytes after its 220 (response injection). What was learned before TLS is forgotten.
+    pub async fn starttls(mut self) -> Result<Connection> {
+        let stage = Stage::StartTls;
+        self.session.wire.check_usable(stage)?;
+        if self.session.tls.is_some() {
+            // RFC 3207 §4.2: a STARTTLS offer after TLS is ignored, never acted on.
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                stage,
+                "the session is already encrypted",
+            ));
+        }
+        let connector = self.session.options.tls_connector()?;
+        if !self.capabilities.starttls() {
+            self.abandon().await;
+            return Err(Error::new(
+                ErrorKind::TlsRequired,
+                stage,
+                "TLS is required but the server does not offer STARTTLS; set `security: tls` for an implicit-TLS \
+                 port (465), or `security: none` to send in plain text on a trusted network",
+            ));
+        }
+        let limit = self.session.options.timeouts().command;
+        self.session.wire.queue(&[&Command::StartTls], stage)?;
+        self.session.wire.flush(stage, limit).await?;
+        let reply = self.session.wire.read_reply(stage, limit).await?;
+        if reply.code() != ReplyCode::SERVICE_READY {
+            self.abandon().await;
+            return Err(Error::new(
+                ErrorKind::TlsRequired,
+                stage,
+                "TLS is required but the server refused STARTTLS; nothing else was sent",
+            )
+            .with_reply(reply));
+        }
+        let Session {
+            wire,
+            greeting,
+            options,
+            client_name,
+            server_name,
+            ..
+        } = self.session;
+        let (stream, transcript) = wire.into_stream(stage)?;
+        let connector_limit = options.timeouts().connect;
+        let (stream, info) = connector
+            .handshake(stream, &server_name, stage, connector_limit)
+            .await?;
+        note_tls(transcript.as_ref(), &info);
+        let mut wire = Wire::new(stream, transcript);
+        // RFC 3207 §4.2: forget everything learned before TLS; ask again.
+        let capabilities = say_hello(&mut wire, &client_name, options.timeouts().command).await?;
+        Ok(Connection {
+            session: Session {
+                wire,
+                greeting,
+                options,
+                client_name,
+                server_name,
+                tls: Some(info),
+            },
+            capabilities,
+        })
+    }
+
+    /// QUIT without waiting long, then close: for sessions ended by a policy (TLS required,
+    /// AUTH failed) rather than by the server.
+    async fn abandon(&mut self) {
+        if self.session.wire.check_usable(Stage::Quit).is_ok() {
+            quit_quietly(&mut self.session.wire).await;
+        }
+        self.session.wire.shutdown(QUIT_GRACE).await;
+    }
+
+    pub(crate) fn wire(&mut self) -> &mut Wire {
+        &mut self.session.wire
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.session.options
+    }
+
     /// The server's greeting.
     pub fn greeting(&self) -> &Reply {
-        &self.greeting
+        &self.session.greeting
     }
 
     /// What the server announced in its last EHLO reply.
@@ -194,24 +354,26 @@ impl Connection {
         &self.capabilities
     }
 
+    /// What the TLS handshake settled; `None` for a plain-text session.
+    pub fn tls_info(&self) -> Option<&TlsInfo> {
+        self.session.tls.as_ref()
+    }
+
     /// The name this client gives in EHLO.
     pub fn client_name(&self) -> &ClientName {
-        &self.client_name
+        &self.session.client_name
     }
 
     /// False once a timeout, protocol error, lost connection or 421 made the session unusable.
     pub fn is_usable(&self) -> bool {
-        !self.wire.is_poisoned()
+        !self.session.wire.is_poisoned()
     }
 
     /// Says EHLO again (the capabilities are replaced by the new reply).
     pub async fn ehlo(&mut self) -> Result<&Capabilities> {
-        self.capabilities = say_hello(
-            &mut self.wire,
-            &self.client_name,
-            self.options.timeouts().command,
-        )
-        .await?;
+        let s = &mut self.session;
+        self.capabilities =
+            say_hello(&mut s.wire, &s.client_name, s.options.timeouts().command).await?;
         Ok(&self.capabilities)
     }
 
@@ -219,26 +381,24 @@ impl Connection {
     /// must be followed by [`Connection::send_body`].
     pub async fn command(&mut self, command: &Command) -> Result<Reply> {
         let limit = match command {
-            Command::Data => self.options.timeouts().data_start,
-            _ => self.options.timeouts().command,
+            Command::Data => self.options().timeouts().data_start,
+            _ => self.options().timeouts().command,
         };
-        self.wire.queue(&[command], Stage::Command)?;
-        self.wire.flush(Stage::Command, limit).await?;
-        self.wire.read_reply(Stage::Command, limit).await
+        let wire = self.wire();
+        wire.queue(&[command], Stage::Command)?;
+        wire.flush(Stage::Command, limit).await?;
+        wire.read_reply(Stage::Command, limit).await
     }
 
     /// After a `354`, sends `body` dot-stuffed with its terminator and returns the final reply.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<Reply> {
         let wire_body = crate::proto::DotStuffer::encode_all(body);
-        self.wire
-            .note(&format!("message body: {} bytes", body.len()));
-        let block = self.options.timeouts().data_block;
-        self.wire
-            .write_blocks(&wire_body, Stage::Body, block)
+        let timeouts = *self.options().timeouts();
+        let wire = self.wire();
+        wire.note(&format!("message body: {} bytes", body.len()));
+        wire.write_blocks(&wire_body, Stage::Body, timeouts.data_block)
             .await?;
-        self.wire
-            .read_reply(Stage::DataEnd, self.options.timeouts().data_end)
-            .await
+        wire.read_reply(Stage::DataEnd, timeouts.data_end).await
     }
 
     /// RSET: aborts the current transaction. Errors on anything but `250`.
@@ -252,28 +412,29 @@ impl Connection {
     }
 
     async fn simple(&mut self, command: Command, stage: Stage) -> Result<Reply> {
-        let limit = self.options.timeouts().command;
-        self.wire.queue(&[&command], stage)?;
-        self.wire.flush(stage, limit).await?;
-        let reply = self.wire.read_reply(stage, limit).await?;
+        let limit = self.options().timeouts().command;
+        let wire = self.wire();
+        wire.queue(&[&command], stage)?;
+        wire.flush(stage, limit).await?;
+        let reply = wire.read_reply(stage, limit).await?;
         if !reply.is_positive() {
-            let err = Error::rejected(stage, reply);
             // A session that cannot even RSET is not one to send more mail over.
-            return Err(self.wire.poison(err));
+            return Err(wire.poison(Error::rejected(stage, reply)));
         }
         Ok(reply)
     }
 
     /// QUIT and close. A server that does not answer within the command deadline is dropped.
     pub async fn quit(mut self) -> Result<Reply> {
-        let limit = self.options.timeouts().command;
+        let limit = self.options().timeouts().command;
+        let wire = self.wire();
         let result = async {
-            self.wire.queue(&[&Command::Quit], Stage::Quit)?;
-            self.wire.flush(Stage::Quit, limit).await?;
-            self.wire.read_reply(Stage::Quit, limit).await
+            wire.queue(&[&Command::Quit], Stage::Quit)?;
+            wire.flush(Stage::Quit, limit).await?;
+            wire.read_reply(Stage::Quit, limit).await
         }
         .await;
-        self.wire.shutdown(QUIT_GRACE).await;
+        wire.shutdown(QUIT_GRACE).await;
         result
     }
 }
@@ -281,7 +442,7 @@ impl Connection {
 impl std::fmt::Debug for Greeted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Greeted")
-            .field("greeting", &self.greeting.to_string())
+            .field("greeting", &self.greeting().to_string())
             .finish_non_exhaustive()
     }
 }
@@ -289,8 +450,12 @@ impl std::fmt::Debug for Greeted {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("greeting", &self.greeting.to_string())
+            .field("greeting", &self.session.greeting.to_string())
             .field("capabilities", &self.capabilities)
+            .field(
+                "tls",
+                &self.session.tls.as_ref().map(|t| t.protocol.as_str()),
+            )
             .field("usable", &self.is_usable())
             .finish_non_exhaustive()
     }

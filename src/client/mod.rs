@@ -13,19 +13,23 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod connection;
 mod envelope;
 mod options;
 mod timeouts;
+mod tls;
 mod transaction;
 mod transcript;
 mod transport;
 mod wire;
 
+pub use auth::Credentials;
 pub use connection::{Connection, Greeted};
 pub use envelope::Envelope;
 pub use options::ClientOptions;
 pub use timeouts::Timeouts;
+pub use tls::{Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
 pub use transcript::{Direction, Transcript, TranscriptBuffer};
 pub use transport::Transport;

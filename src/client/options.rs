@@ -1,17 +1,23 @@
 //! What a client needs to know to open a session.
 
+use super::auth::Credentials;
 use super::timeouts::Timeouts;
+use super::tls::{Security, TlsConnector};
 use super::transcript::Transcript;
-use crate::proto::ClientName;
+use crate::proto::{ClientName, Mechanism};
 
 /// Options for opening a session.
 ///
+/// The defaults are the safe ones: TLS required (implicit on port 465, STARTTLS elsewhere),
+/// system CA roots, no AUTH over plain text.
+///
 /// ```
-/// use smtpkit::client::{ClientOptions, Transcript};
-/// use smtpkit::proto::ClientName;
+/// use smtpkit::client::{ClientOptions, Credentials, Transcript};
+/// use smtpkit::proto::{ClientName, Secret};
 /// let (transcript, _lines) = Transcript::buffer();
 /// let options = ClientOptions {
 ///     client_name: Some(ClientName::new("app.example.com")?),
+///     credentials: Some(Credentials::new("apikey", Secret::new("SG.xxxx"))?),
 ///     transcript: Some(transcript),
 ///     ..ClientOptions::default()
 /// };
@@ -23,14 +29,34 @@ pub struct ClientOptions {
     /// fully-qualified domain name, else the local address as a literal (`[127.0.0.1]`).
     pub client_name: Option<ClientName>,
     /// Deadlines per stage.
-    pub timeouts: super::Timeouts,
+    pub timeouts: Timeouts,
     /// Receives every line sent and received.
     pub transcript: Option<Transcript>,
+    /// How the session is protected. Default [`Security::Auto`].
+    pub security: Security,
+    /// The TLS configuration; `None` means the system's CA roots with full checks.
+    pub tls: Option<TlsConnector>,
+    /// The name checked against the server's certificate and sent as SNI; default the host
+    /// connected to (`localhost` for [`super::Connection::from_stream`]).
+    pub tls_server_name: Option<String>,
+    /// Credentials for AUTH; `None` means no AUTH.
+    pub credentials: Option<Credentials>,
+    /// The AUTH mechanism; `None` picks the best that both sides support.
+    pub auth_mechanism: Option<Mechanism>,
+    /// Allow AUTH over an unencrypted session. Only honoured with [`Security::None`].
+    pub allow_insecure_auth: bool,
 }
 
 impl ClientOptions {
     pub(crate) fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    pub(crate) fn tls_connector(&self) -> crate::Result<TlsConnector> {
+        match &self.tls {
+            Some(connector) => Ok(connector.clone()),
+            None => TlsConnector::system(),
+        }
     }
 }
 

@@ -103,7 +103,7 @@ impl Connection {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<TransactionReport> {
-        self.wire.check_usable(Stage::MailFrom)?;
+        self.wire().check_usable(Stage::MailFrom)?;
         let params = self.mail_parameters(envelope, message)?;
         let (wire_body, message_size) = DotStuffer::encode_sized(message);
         if let Some(limit) = self.capabilities.size_limit() {
@@ -178,13 +178,13 @@ impl Connection {
 
     /// RFC 2920 §3.1: MAIL, every RCPT and DATA in one write; then every reply in order.
     async fn pipelined_group(&mut self, mail: &Command, rcpts: &[Command]) -> Result<Replies> {
-        let timeouts = *self.options.timeouts();
+        let timeouts = *self.options().timeouts();
         let mut group: Vec<&Command> = Vec::with_capacity(rcpts.len() + 2);
         group.push(mail);
         group.extend(rcpts.iter());
         group.push(&Command::Data);
-        self.wire.queue(&group, Stage::MailFrom)?;
-        self.wire.flush(Stage::MailFrom, timeouts.command).await?;
+        self.wire().queue(&group, Stage::MailFrom)?;
+        self.wire().flush(Stage::MailFrom, timeouts.command).await?;
 
         let mail_reply = self.read_checked(Stage::MailFrom, timeouts.command).await?;
         let mut recipients = Vec::with_capacity(rcpts.len());
@@ -212,7 +212,7 @@ impl Connection {
         rcpts: &[Command],
         envelope: &Envelope,
     ) -> Result<Replies> {
-        let timeouts = *self.options.timeouts();
+        let timeouts = *self.options().timeouts();
         let mail_reply = self
             .round_trip(mail, Stage::MailFrom, timeouts.command)
             .await?;
@@ -250,14 +250,14 @@ impl Connection {
         stage: Stage,
         limit: std::time::Duration,
     ) -> Result<Reply> {
-        self.wire.queue(&[command], stage)?;
-        self.wire.flush(stage, limit).await?;
+        self.wire().queue(&[command], stage)?;
+        self.wire().flush(stage, limit).await?;
         self.read_checked(stage, limit).await
     }
 
     /// Reads a reply; a 421 ends the session at once (RFC 5321 §3.8), so it is an error here.
     async fn read_checked(&mut self, stage: Stage, limit: std::time::Duration) -> Result<Reply> {
-        let reply = self.wire.read_reply(stage, limit).await?;
+        let reply = self.wire().read_reply(stage, limit).await?;
         if reply.code() == ReplyCode::SERVICE_NOT_AVAILABLE {
             return Err(Error::rejected(stage, reply));
         }
@@ -271,7 +271,7 @@ impl Connection {
         wire_body: &[u8],
         body_len: usize,
     ) -> Result<TransactionReport> {
-        let timeouts = *self.options.timeouts();
+        let timeouts = *self.options().timeouts();
         let Replies {
             mail,
             recipients,
@@ -283,13 +283,13 @@ impl Connection {
             .is_some_and(|d| d.code() == ReplyCode::START_MAIL_INPUT);
 
         if any_accepted && go_ahead {
-            self.wire.note(&format!("message body: {body_len} bytes"));
+            self.wire().note(&format!("message body: {body_len} bytes"));
             // Body and terminator leave together (DESIGN: one write, no Nagle stall).
-            self.wire
+            self.wire()
                 .write_blocks(wire_body, Stage::Body, timeouts.data_block)
                 .await?;
             let final_reply = self
-                .wire
+                .wire()
                 .read_reply(Stage::DataEnd, timeouts.data_end)
                 .await?;
             if !final_reply.is_positive() {
@@ -307,13 +307,13 @@ impl Connection {
         // The transaction failed before the body. RFC 2920 §3.1: a 354 we did not want is
         // answered with a lone "." so the server leaves data mode.
         if go_ahead {
-            self.wire
+            self.wire()
                 .note("no recipient accepted: ending DATA with an empty message");
-            self.wire
+            self.wire()
                 .write_blocks(b".\r\n", Stage::Body, timeouts.data_block)
                 .await?;
             let _ = self
-                .wire
+                .wire()
                 .read_reply(Stage::DataEnd, timeouts.data_end)
                 .await?;
         }
@@ -344,7 +344,7 @@ impl Connection {
         // RFC 5321 §4.1.1.5: reset so the next transaction starts clean.
         if self.is_usable() {
             if let Err(rset) = self.rset().await {
-                self.wire
+                self.wire()
                     .note(&format!("RSET after failed transaction failed: {rset}"));
             }
         }

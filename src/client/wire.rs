@@ -182,6 +182,24 @@ impl Wire {
         }
     }
 
+    /// Gives up the stream for a TLS handshake. RFC 3207 §4.2: any byte the server sent after
+    /// its 220 to STARTTLS and before the handshake is an attack (response injection,
+    /// CVE-2011-0411 class), so buffered bytes are an error.
+    pub(crate) fn into_stream(
+        self,
+        stage: Stage,
+    ) -> Result<(Box<dyn Transport>, Option<Transcript>)> {
+        let pending = self.parser.buffered_len();
+        if pending > 0 {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                stage,
+                format!("server sent {pending} byte(s) after its STARTTLS reply, before TLS (response injection)"),
+            ));
+        }
+        Ok((self.stream, self.transcript))
+    }
+
     fn record_reply(&self, reply: &Reply) {
         let last = reply.lines().len() - 1;
         for (i, line) in reply.lines().iter().enumerate() {

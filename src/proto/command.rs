@@ -128,6 +128,12 @@ impl MechanismName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name known to be valid (the mechanisms smtpkit implements).
+    pub(crate) fn from_static(name: &'static str) -> MechanismName {
+        debug_assert!(MechanismName::new(name).is_ok());
+        MechanismName(name.to_owned())
+    }
 }
 
 /// A command the client can send. Every value inside is validated, and [`Command::encode`]

@@ -9,6 +9,7 @@
 //! | enhanced status codes (RFC 3463) | [`EnhancedCode`] |
 //! | command syntax, no control characters (RFC 5321 §4.1) | [`Command`], [`Address`], [`ClientName`], [`Parameter`] |
 //! | EHLO extensions | [`Capabilities`] |
+//! | SASL PLAIN, LOGIN, XOAUTH2 (RFC 4954, RFC 4616) | [`SaslExchange`] |
 //! | DATA transparency and line ends (RFC 5321 §4.5.2, §2.3.8) | [`DotStuffer`], [`DotUnstuffer`] |
 
 mod address;
@@ -19,8 +20,10 @@ mod dot_unstuffer;
 pub mod limits;
 mod reply;
 mod reply_parser;
+mod sasl;
 mod secret;
 
+pub(crate) use address::reject_control;
 pub use address::{Address, ClientName, InvalidInput, ReversePath};
 pub use capabilities::Capabilities;
 pub use command::{Command, MechanismName, Parameter};
@@ -28,4 +31,5 @@ pub use dot_stuffer::DotStuffer;
 pub use dot_unstuffer::DotUnstuffer;
 pub use reply::{EnhancedCode, Reply, ReplyCode};
 pub use reply_parser::{ReplyError, ReplyParser};
+pub use sasl::{Mechanism, SaslExchange, SaslStep};
 pub use secret::Secret;

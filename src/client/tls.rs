@@ -1,0 +1,288 @@
+//! TLS for SMTP: the security modes, the rustls client configuration and the handshake.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::TlsConnector as RustlsConnector;
+
+use super::transport::Transport;
+use crate::error::{Error, ErrorKind, Result, Stage};
+
+/// How the session is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Security {
+    /// Implicit TLS on port 465, STARTTLS required everywhere else.
+    #[default]
+    Auto,
+    /// Plain connection, then STARTTLS (RFC 3207), which is required: a server that does not
+    /// offer it or refuses it ends the session before any AUTH or MAIL.
+    StartTls,
+    /// TLS from the first byte (RFC 8314 "implicit TLS", usually port 465).
+    Tls,
+    /// Plain text. Only when asked for explicitly; AUTH is then refused unless
+    /// `allow_insecure_auth` is also set.
+    None,
+}
+
+impl Security {
+    /// `Auto` resolved for a port: 465 is implicit TLS, every other port STARTTLS.
+    pub fn resolve(self, port: u16) -> Security {
+        match self {
+            Security::Auto if port == 465 => Security::Tls,
+            Security::Auto => Security::StartTls,
+            other => other,
+        }
+    }
+}
+
+/// Trust settings for certificate checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Skip certificate and host-name checks (the spec's `tls_skip_verify`). The session is
+    /// still encrypted and handshake signatures are still verified. Use only for trusted
+    /// internal servers.
+    pub skip_verify: bool,
+    /// A PEM file of extra trusted roots (the `ca_file` extension), added to the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A ready rustls configuration, cheap to clone and share between connections.
+///
+/// ```
+/// use smtpkit::client::{TlsConnector, TlsSettings};
+/// let connector = TlsConnector::new(&TlsSettings::default())?;
+/// assert!(!connector.skips_verification());
+/// # Ok::<(), smtpkit::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct TlsConnector {
+    config: Arc<ClientConfig>,
+    skip_verify: bool,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("skip_verify", &self.skip_verify)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The system's trusted roots, read once per process.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        for err in &loaded.errors {
+            tracing::debug!("skipping a system CA certificate: {err}");
+        }
+        loaded.certs
+    })
+}
+
+fn tls_error(message: String) -> Error {
+    Error::new(ErrorKind::Tls, Stage::StartTls, message)
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_error(format!("cannot read ca_file {}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_error(format!("ca_file {} is not valid PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!(
+            "ca_file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+impl TlsConnector {
+    /// Builds the configuration: system roots plus `ca_file`, or no checks with `skip_verify`
+    /// (which logs a warning every time).
+    pub fn new(settings: &TlsSettings) -> Result<TlsConnector> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(format!("TLS setup failed: {e}")))?;
+        let config = if settings.skip_verify {
+            tracing::warn!(
+                "tls_skip_verify is set: TLS certificates and host names are NOT checked; \
+                 the connection is encrypted but anyone in the path can impersonate the server"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SkipCertificateChecks(provider())))
+                .with_no_client_auth()
+        } else {
+            let mut roots = RootCertStore::empty();
+            let (_, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
+            if ignored > 0 {
+                tracing::debug!("{ignored} system CA certificates could not be parsed");
+            }
+            if let Some(path) = &settings.ca_file {
+                for cert in read_ca_file(path)? {
+                    roots.add(cert).map_err(|e| {
+                        tls_error(format!(
+                            "ca_file {}: unusable certificate: {e}",
+                            path.display()
+                        ))
+                    })?;
+                }
+            }
+            if roots.is_empty() {
+                return Err(tls_error(
+                    "no trusted CA certificates: install the system CA certificates (ca-certificates) or set ca_file"
+                        .into(),
+                ));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        Ok(TlsConnector {
+            config: Arc::new(config),
+            skip_verify: settings.skip_verify,
+        })
+    }
+
+    /// The connector with default settings (system roots), built once per process.
+    pub fn system() -> Result<TlsConnector> {
+        static SYSTEM: OnceLock<std::result::Result<TlsConnector, String>> = OnceLock::new();
+        SYSTEM
+            .get_or_init(|| TlsConnector::new(&TlsSettings::default()).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(tls_error)
+    }
+
+    /// True when certificate checks are off.
+    pub fn skips_verification(&self) -> bool {
+        self.skip_verify
+    }
+
+    /// Runs the handshake over `stream` for `host` (used for SNI and the name check).
+    pub(crate) async fn handshake(
+        &self,
+        stream: Box<dyn Transport>,
+        host: &str,
+        stage: Stage,
+        limit: std::time::Duration,
+    ) -> Result<(Box<dyn Transport>, TlsInfo)> {
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            Error::new(
+                ErrorKind::Tls,
+                stage,
+                format!("{host:?} is not a valid TLS server name"),
+            )
+        })?;
+        let connector = RustlsConnector::from(self.config.clone());
+        let tls = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let detail = e
+                    .get_ref()
+                    .map_or_else(|| e.to_string(), |inner| inner.to_string());
+                return Err(Error::new(
+                    ErrorKind::Tls,
+                    stage,
+                    format!("TLS handshake with {host} failed: {detail}"),
+                )
+                .with_source(e));
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    stage,
+                    format!("TLS handshake not done within {limit:?}"),
+                ))
+            }
+        };
+        let (_, session) = tls.get_ref();
+        let info = TlsInfo {
+            protocol: session
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            cipher_suite: session
+                .negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()))
+                .unwrap_or_default(),
+            peer_certificates: session
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            verified: !self.skip_verify,
+        };
+        Ok((Box::new(tls), info))
+    }
+}
+
+/// What the TLS handshake settled.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1_3` or `TLSv1_2`.
+    pub protocol: String,
+    /// The negotiated cipher suite.
+    pub cipher_suite: String,
+    /// The server's certificate chain, leaf first (DER).
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// False when `skip_verify` was set: the certificate was not checked.
+    pub verified: bool,
+}
+
+/// `tls_skip_verify`: accepts any certificate for any name, but still checks that the server
+/// signed the handshake with the key of the certificate it sent.
+#[derive(Debug)]
+struct SkipCertificateChecks(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for SkipCertificateChecks {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
