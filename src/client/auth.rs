@@ -4,6 +4,7 @@
 use super::connection::Connection;
 use super::tls::Security;
 use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::proto::limits::MAX_AUTH_ROUNDS;
 use crate::proto::{
     reject_control, Command, InvalidInput, Mechanism, Reply, SaslExchange, SaslStep, Secret,
 };
@@ -95,7 +96,8 @@ impl Connection {
         };
         self.wire().queue(&[&auth], Stage::Auth)?;
         self.wire().flush(Stage::Auth, limit).await?;
-        loop {
+        // Each 334 costs one round; past the cap the server is stalling or hostile.
+        for _ in 0..=MAX_AUTH_ROUNDS {
             let reply = self.wire().read_reply(Stage::Auth, limit).await?;
             if reply.is_positive() {
                 return Ok(reply);
@@ -123,6 +125,12 @@ impl Connection {
                 .queue(&[&Command::AuthResponse(response)], Stage::Auth)?;
             self.wire().flush(Stage::Auth, limit).await?;
         }
+        let err = Error::new(
+            ErrorKind::Protocol,
+            Stage::Auth,
+            format!("server sent more than {MAX_AUTH_ROUNDS} AUTH challenges"),
+        );
+        Err(self.wire().poison(err))
     }
 
     fn choose_mechanism(&self, wanted: Option<Mechanism>) -> Result<Mechanism> {

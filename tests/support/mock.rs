@@ -18,8 +18,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// Any stream the mock can talk over: TCP, then TLS after [`Step::TlsHandshake`].
+trait MockIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> MockIo for T {}
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
@@ -98,6 +105,10 @@ pub enum Step {
     /// Wait until at least `n` bytes (beyond what was already consumed by previous steps) are
     /// buffered or the timeout passes; nothing asserted; used to observe read boundaries.
     WaitBytes(usize),
+    /// Run a TLS server handshake now with the config given to [`MockServer::start_tls`]
+    /// (first step for implicit TLS, after the 220 to STARTTLS otherwise). Bytes the client
+    /// sent before are discarded. A failed handshake is recorded as an error.
+    TlsHandshake,
 }
 
 impl Step {
@@ -127,6 +138,7 @@ impl Step {
             Step::Endless { line, max_bytes } => format!("Endless({line:?}, {max_bytes})"),
             Step::Trickle { bytes, .. } => format!("Trickle({} bytes)", bytes.len()),
             Step::WaitBytes(n) => format!("WaitBytes({n})"),
+            Step::TlsHandshake => "TlsHandshake".to_string(),
         }
     }
 }
@@ -212,6 +224,11 @@ impl MockServer {
         Self::start_many_with_timeout(vec![script], DEFAULT_TIMEOUT).await
     }
 
+    /// Like [`MockServer::start`], with a TLS server config for [`Step::TlsHandshake`].
+    pub async fn start_tls(script: Vec<Step>, tls: Arc<ServerConfig>) -> MockServer {
+        Self::spawn(vec![script], DEFAULT_TIMEOUT, Some(tls)).await
+    }
+
     /// Like [`MockServer::start`], with `step_timeout` as the deadline of each reading step
     /// (and of each write and of the accept) instead of [`DEFAULT_TIMEOUT`].
     pub async fn start_with_timeout(script: Vec<Step>, step_timeout: Duration) -> MockServer {
@@ -228,13 +245,21 @@ impl MockServer {
         scripts: Vec<Vec<Step>>,
         step_timeout: Duration,
     ) -> MockServer {
+        Self::spawn(scripts, step_timeout, None).await
+    }
+
+    async fn spawn(
+        scripts: Vec<Vec<Step>>,
+        step_timeout: Duration,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> MockServer {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("mock server: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("mock server: local_addr");
         let log = Arc::new(Mutex::new(MockLog::default()));
         let task_log = Arc::clone(&log);
-        let handle = tokio::spawn(serve(listener, scripts, step_timeout, task_log));
+        let handle = tokio::spawn(serve(listener, scripts, step_timeout, task_log, tls));
         MockServer {
             addr,
             log,
@@ -299,6 +324,7 @@ async fn serve(
     scripts: Vec<Vec<Step>>,
     step_timeout: Duration,
     log: Arc<Mutex<MockLog>>,
+    tls: Option<Arc<ServerConfig>>,
 ) {
     for (idx, script) in scripts.into_iter().enumerate() {
         let stream = match timeout(step_timeout, listener.accept()).await {
@@ -325,7 +351,8 @@ async fn serve(
         }
         let mut conn = Conn {
             idx,
-            stream: Some(stream),
+            stream: Some(Box::new(stream)),
+            tls: tls.clone(),
             buf: Vec::new(),
             eof: false,
             step_timeout,
@@ -360,7 +387,8 @@ enum End {
 /// State of one accepted connection.
 struct Conn {
     idx: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Box<dyn MockIo>>,
+    tls: Option<Arc<ServerConfig>>,
     /// Received bytes not yet consumed by a step.
     buf: Vec<u8>,
     eof: bool,
@@ -439,6 +467,20 @@ impl Conn {
                     if self.write(std::slice::from_ref(b)).await.is_err() {
                         break;
                     }
+                }
+            }
+            Step::TlsHandshake => {
+                let config = self
+                    .tls
+                    .clone()
+                    .ok_or("TlsHandshake without a TLS config")?;
+                let stream = self.stream.take().ok_or("connection already closed")?;
+                self.buf.clear();
+                let accept = TlsAcceptor::from(config).accept(stream);
+                match timeout(self.step_timeout, accept).await {
+                    Ok(Ok(tls)) => self.stream = Some(Box::new(tls)),
+                    Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+                    Err(_) => return Err("TLS handshake timed out".to_string()),
                 }
             }
             Step::WaitBytes(n) => {

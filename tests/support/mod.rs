@@ -1,5 +1,6 @@
 //! Test support shared by the integration tests: a scripted mock server and real servers.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod mock;
 pub mod real_servers;
