@@ -5,8 +5,11 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod delivery;
 mod error;
+pub mod message;
 pub mod proto;
+pub mod provider;
 
 pub use error::{Error, ErrorKind, Result, Stage};
 

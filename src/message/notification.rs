@@ -1,0 +1,283 @@
+//! A notification (who, subject, text and/or HTML, attachments) and its MIME form.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mail_builder::headers::address::Address as MimeAddress;
+use mail_builder::MessageBuilder;
+
+use super::mailbox::Mailbox;
+use crate::client::Envelope;
+use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::proto::Address;
+
+/// A file attached to a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The name shown to the recipient.
+    pub filename: String,
+    /// The MIME type, e.g. `application/pdf`.
+    pub content_type: String,
+    /// The content.
+    pub data: Vec<u8>,
+}
+
+impl Attachment {
+    /// Reads a file; the content type is guessed from its extension.
+    pub fn from_file(path: impl AsRef<Path>) -> std::io::Result<Attachment> {
+        let path = path.as_ref();
+        let data = std::fs::read(path)?;
+        let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
+        Ok(Attachment { content_type: guess_content_type(&filename).to_owned(), filename, data })
+    }
+}
+
+fn guess_content_type(filename: &str) -> &'static str {
+    let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "xml" => "application/xml",
+        "yaml" | "yml" => "application/yaml",
+        _ => "application/octet-stream",
+    }
+}
+
+/// What to send: recipients, subject, text and/or HTML, attachments.
+///
+/// Bcc recipients go into the envelope only, never into a header.
+///
+/// ```
+/// use smtpkit::message::Notification;
+/// let n = Notification::new("Access Request Approval Required")
+///     .to("approver@example.com".parse()?)
+///     .text("A new access request requires your approval.")
+///     .html("<h2>Access Request</h2><p>A new access request requires your approval.</p>");
+/// let built = n.build(&"noreply@example.com".parse()?)?;
+/// assert_eq!(built.envelope.to().len(), 1);
+/// assert!(String::from_utf8_lossy(&built.bytes).contains("multipart/alternative"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notification {
+    /// The sender; the provider's `from` when `None`.
+    pub from: Option<Mailbox>,
+    /// `To` recipients.
+    pub to: Vec<Mailbox>,
+    /// `Cc` recipients.
+    pub cc: Vec<Mailbox>,
+    /// Hidden recipients: envelope only.
+    pub bcc: Vec<Mailbox>,
+    /// `Reply-To`.
+    pub reply_to: Option<Mailbox>,
+    /// `Subject`.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: Option<String>,
+    /// The HTML body.
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A notification ready for the wire.
+#[derive(Debug, Clone)]
+pub struct BuiltMessage {
+    /// MAIL FROM and RCPT TO.
+    pub envelope: Envelope,
+    /// The RFC 5322 message, CRLF line ends.
+    pub bytes: Vec<u8>,
+    /// The Message-ID, without angle brackets.
+    pub message_id: String,
+}
+
+impl Notification {
+    /// A notification with a subject; add recipients and a body with the builder methods.
+    pub fn new(subject: impl Into<String>) -> Notification {
+        Notification { subject: subject.into(), ..Notification::default() }
+    }
+
+    /// Adds a `To` recipient.
+    pub fn to(mut self, mailbox: Mailbox) -> Notification {
+        self.to.push(mailbox);
+        self
+    }
+
+    /// Adds a `Cc` recipient.
+    pub fn cc(mut self, mailbox: Mailbox) -> Notification {
+        self.cc.push(mailbox);
+        self
+    }
+
+    /// Adds a hidden recipient.
+    pub fn bcc(mut self, mailbox: Mailbox) -> Notification {
+        self.bcc.push(mailbox);
+        self
+    }
+
+    /// Sets the plain-text body.
+    pub fn text(mut self, text: impl Into<String>) -> Notification {
+        self.text = Some(text.into());
+        self
+    }
+
+    /// Sets the HTML body.
+    pub fn html(mut self, html: impl Into<String>) -> Notification {
+        self.html = Some(html.into());
+        self
+    }
+
+    /// Adds an attachment.
+    pub fn attach(mut self, attachment: Attachment) -> Notification {
+        self.attachments.push(attachment);
+        self
+    }
+
+    /// Builds the MIME message and its envelope: text and HTML together become
+    /// multipart/alternative; attachments make it multipart/mixed; non-ASCII subjects and
+    /// names are encoded (RFC 2047). `default_from` is used when `from` is not set.
+    pub fn build(&self, default_from: &Mailbox) -> Result<BuiltMessage> {
+        let invalid = |message: String| Error::new(ErrorKind::InvalidInput, Stage::Command, message);
+        if self.subject.chars().any(char::is_control) {
+            return Err(invalid(format!("subject {:?} contains a control character", self.subject)));
+        }
+        if self.text.is_none() && self.html.is_none() && self.attachments.is_empty() {
+            return Err(invalid("the notification has no body: set text, html or both".into()));
+        }
+        let from = self.from.as_ref().unwrap_or(default_from);
+        let recipients: Vec<Address> =
+            self.to.iter().chain(&self.cc).chain(&self.bcc).map(|m| m.address().clone()).collect();
+        if recipients.is_empty() {
+            return Err(invalid("the notification has no recipients".into()));
+        }
+        let envelope = Envelope::new(from.address().clone(), recipients).map_err(Error::from)?;
+        let message_id = new_message_id(from.address().domain());
+
+        let mut builder = MessageBuilder::new()
+            .from(mime_address(from))
+            .subject(self.subject.as_str())
+            .message_id(message_id.as_str());
+        if !self.to.is_empty() {
+            builder = builder.to(mime_list(&self.to));
+        }
+        if !self.cc.is_empty() {
+            builder = builder.cc(mime_list(&self.cc));
+        }
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(mime_address(reply_to));
+        }
+        if let Some(text) = &self.text {
+            builder = builder.text_body(text.as_str());
+        }
+        if let Some(html) = &self.html {
+            builder = builder.html_body(html.as_str());
+        }
+        for a in &self.attachments {
+            builder = builder.attachment(a.content_type.as_str(), a.filename.as_str(), a.data.as_slice());
+        }
+        let bytes = builder.write_to_vec().map_err(|e| invalid(format!("cannot build the message: {e}")))?;
+        Ok(BuiltMessage { envelope, bytes, message_id })
+    }
+}
+
+fn mime_address(m: &Mailbox) -> MimeAddress<'_> {
+    MimeAddress::new_address(m.name(), m.address().as_str())
+}
+
+fn mime_list(list: &[Mailbox]) -> MimeAddress<'_> {
+    MimeAddress::new_list(list.iter().map(mime_address).collect())
+}
+
+/// A unique Message-ID: time, process and a counter, at the sender's domain (RFC 5322 §3.6.4).
+fn new_message_id(domain: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let domain = if domain.starts_with('[') || domain.is_empty() { "smtpkit.localhost" } else { domain };
+    format!("{nanos:x}.{:x}.{n}.smtpkit@{domain}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(s: &str) -> Mailbox {
+        s.parse().expect("valid mailbox")
+    }
+
+    fn built(n: &Notification) -> (BuiltMessage, String) {
+        let b = n.build(&mb("Notifier <noreply@example.com>")).expect("builds");
+        let text = String::from_utf8(b.bytes.clone()).expect("7-bit output");
+        (b, text)
+    }
+
+    #[test]
+    fn bcc_is_in_the_envelope_and_never_in_the_headers() {
+        let n = Notification::new("s").to(mb("a@x.test")).cc(mb("c@x.test")).bcc(mb("secret@x.test")).text("hi");
+        let (b, text) = built(&n);
+        let rcpts: Vec<&str> = b.envelope.to().iter().map(Address::as_str).collect();
+        assert_eq!(rcpts, ["a@x.test", "c@x.test", "secret@x.test"]);
+        assert!(!text.to_ascii_lowercase().contains("bcc"), "{text}");
+        assert!(!text.contains("secret@x.test"));
+    }
+
+    #[test]
+    fn headers_and_both_bodies() {
+        let n = Notification::new("Access Request Approval Required")
+            .to(mb("approver@example.com"))
+            .text("A new access request requires your approval.")
+            .html("<h2>Access Request</h2>");
+        let (b, text) = built(&n);
+        assert!(text.contains("Subject: Access Request Approval Required\r\n"));
+        assert!(text.contains("From: \"Notifier\" <noreply@example.com>") || text.contains("From: Notifier <noreply@example.com>"), "{text}");
+        assert!(text.contains(&format!("Message-ID: <{}>", b.message_id)), "{text}");
+        assert!(text.contains("Date: "));
+        assert!(text.contains("multipart/alternative"));
+        assert!(text.contains("A new access request requires your approval."));
+        assert!(text.contains("<h2>Access Request</h2>"));
+        assert!(b.message_id.ends_with("@example.com"));
+    }
+
+    #[test]
+    fn non_ascii_subject_and_names_are_encoded() {
+        let n = Notification::new("Zugriff genehmigt ✓ für Jörg").to(mb("Jörg Müller <j@example.com>")).text("Grüße");
+        let (_, text) = built(&n);
+        assert!(text.is_ascii(), "the message is 7-bit: {text}");
+        assert!(text.contains("Subject: =?utf-8?"), "{text}");
+        assert!(text.contains("=?utf-8?") && text.contains("<j@example.com>"));
+    }
+
+    #[test]
+    fn header_injection_in_the_subject_is_refused() {
+        let n = Notification::new("hi\r\nBcc: victim@x.test").to(mb("a@x.test")).text("x");
+        assert!(n.build(&mb("a@x.test")).is_err());
+    }
+
+    #[test]
+    fn attachments_make_a_mixed_message() {
+        let n = Notification::new("report").to(mb("a@x.test")).text("see attached").attach(Attachment {
+            filename: "report.csv".into(),
+            content_type: "text/csv".into(),
+            data: b"a,b\n1,2\n".to_vec(),
+        });
+        let (_, text) = built(&n);
+        assert!(text.contains("multipart/mixed"));
+        assert!(text.contains("report.csv"));
+    }
+
+    #[test]
+    fn message_ids_are_unique() {
+        let a = new_message_id("example.com");
+        let b = new_message_id("example.com");
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,446 @@
+//! The configuration file of the spec (`version`, `providers`, `workflows`) as typed values.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use super::error::{nearest, ConfigError};
+use super::workflow::{parse_workflows, Workflow};
+use super::yaml_node::{Env, Node};
+use crate::client::{ClientOptions, Credentials, Security, Timeouts, TlsConnector, TlsSettings};
+use crate::message::Mailbox;
+use crate::proto::{ClientName, Mechanism, Secret};
+
+/// Which AUTH to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthSetting {
+    /// The best mechanism both sides support.
+    #[default]
+    Auto,
+    /// This mechanism.
+    Mechanism(Mechanism),
+    /// No AUTH; `user` and `pass` may be left out.
+    None,
+}
+
+/// The SMTP settings of one provider: the spec's keys and smtpkit's extensions.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// `host`.
+    pub host: String,
+    /// `port`.
+    pub port: u16,
+    /// `user`; `None` only with `auth: none`.
+    pub user: Option<String>,
+    /// `pass`; `None` only with `auth: none`.
+    pub pass: Option<Secret>,
+    /// `from`: the default sender.
+    pub from: Mailbox,
+    /// `tls_skip_verify`.
+    pub tls_skip_verify: bool,
+    /// `security` (extension): `auto`, `starttls`, `tls` or `none`.
+    pub security: Security,
+    /// `allow_insecure_auth` (extension).
+    pub allow_insecure_auth: bool,
+    /// `auth` (extension).
+    pub auth: AuthSetting,
+    /// `ca_file` (extension).
+    pub ca_file: Option<PathBuf>,
+    /// `helo_name` (extension).
+    pub helo_name: Option<ClientName>,
+    /// `timeouts` (extension).
+    pub timeouts: Timeouts,
+}
+
+/// What the `provider:` key said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `provider: email` (with `platform: smtp`, or no platform).
+    Email,
+    /// `provider: email.smtp`.
+    EmailSmtp,
+}
+
+/// One entry of `providers:`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The key under `providers:` (`email`, `email-gmail`…), used to refer to it.
+    pub id: String,
+    /// `name`.
+    pub name: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `provider`.
+    pub kind: ProviderKind,
+    /// `enabled` (default true).
+    pub enabled: bool,
+    /// `config`.
+    pub smtp: SmtpSettings,
+}
+
+/// A provider this build does not handle (another kind of notification), listed, not lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedProvider {
+    /// The key under `providers:`.
+    pub id: String,
+    /// Its `provider:` value.
+    pub provider: String,
+}
+
+/// A whole configuration: providers and workflows, from one file or several merged.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `version`, when given (only "1.0" is accepted).
+    pub version: Option<String>,
+    /// Email providers, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// Providers of other kinds, not handled by smtpkit.
+    pub skipped_providers: Vec<SkippedProvider>,
+    /// Workflows, in file order.
+    pub workflows: Vec<Workflow>,
+}
+
+const TOP_KEYS: &[&str] = &["version", "providers", "workflows"];
+const PROVIDER_KEYS: &[&str] = &["name", "description", "provider", "enabled", "config"];
+const SMTP_KEYS: &[&str] = &[
+    "platform",
+    "host",
+    "port",
+    "user",
+    "pass",
+    "from",
+    "tls_skip_verify",
+    "security",
+    "allow_insecure_auth",
+    "auth",
+    "ca_file",
+    "helo_name",
+    "timeouts",
+];
+const TIMEOUT_KEYS: &[&str] = &["connect", "greeting", "command", "data_start", "data_block", "data_end"];
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Config {
+    /// Parses YAML text, expanding `${VAR}` from the process environment.
+    ///
+    /// ```
+    /// use smtpkit::provider::Config;
+    /// let config = Config::from_yaml_str(r#"
+    /// version: "1.0"
+    /// providers:
+    ///   email:
+    ///     provider: email.smtp
+    ///     enabled: true
+    ///     config:
+    ///       host: smtp.example.com
+    ///       port: 587
+    ///       user: apikey
+    ///       pass: secret
+    ///       from: noreply@example.com
+    /// "#)?;
+    /// assert_eq!(config.provider(None)?.smtp.port, 587);
+    /// # Ok::<(), smtpkit::provider::ConfigError>(())
+    /// ```
+    pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_str_with_env(text, &process_env)
+    }
+
+    /// Parses YAML text with a custom variable lookup for `${VAR}`.
+    pub fn from_yaml_str_with_env(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
+        let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
+        Config::from_value(&value, env)
+    }
+
+    /// Reads and parses a file; errors start with the file name.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::new("", format!("cannot read: {e}")).in_file(&shown))?;
+        let mut config = Config::from_yaml_str(&text).map_err(|e| e.in_file(&shown))?;
+        // Relative ca_file paths are relative to the file that names them.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in &mut config.providers {
+            if let Some(ca) = &p.smtp.ca_file {
+                if ca.is_relative() {
+                    p.smtp.ca_file = Some(base.join(ca));
+                }
+            }
+        }
+        config.check_files().map_err(|e| e.in_file(&shown))?;
+        Ok(config)
+    }
+
+    /// Reads several files (providers in one, workflows in another…) into one configuration.
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Config, ConfigError> {
+        let mut merged = Config::default();
+        for path in paths {
+            let config = Config::from_file(path)?;
+            let shown = path.as_ref().display().to_string();
+            for p in config.providers {
+                if merged.providers.iter().any(|m| m.id == p.id) {
+                    return Err(ConfigError::new(format!("providers.{}", p.id), "defined in more than one file")
+                        .in_file(shown));
+                }
+                merged.providers.push(p);
+            }
+            merged.skipped_providers.extend(config.skipped_providers);
+            merged.workflows.extend(config.workflows);
+            merged.version = merged.version.or(config.version);
+        }
+        Ok(merged)
+    }
+
+    fn check_files(&self) -> Result<(), ConfigError> {
+        for p in &self.providers {
+            if let Some(ca) = &p.smtp.ca_file {
+                if !ca.is_file() {
+                    return Err(ConfigError::new(
+                        format!("providers.{}.config.ca_file", p.id),
+                        format!("file {} not found", ca.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn from_value(value: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
+        let root = Node::root(value, env);
+        if root.is_null() {
+            return Err(root.error("the file is empty"));
+        }
+        root.check_keys(TOP_KEYS)?;
+        let mut config = Config::default();
+        if let Some(version) = root.get("version") {
+            let v = version.node(env).string()?;
+            if v != "1.0" && v != "1" {
+                return Err(version.node(env).error(format!("unsupported version {v:?}: this build reads \"1.0\"")));
+            }
+            config.version = Some("1.0".into());
+        }
+        if let Some(providers) = root.get("providers") {
+            let providers = providers.node(env);
+            for id in providers.keys()? {
+                let child = providers.get(id).ok_or_else(|| {
+                    ConfigError::new(format!("providers.{id}"), "is empty: expected provider settings")
+                })?;
+                match parse_provider(id, child.node(env))? {
+                    Parsed::Email(p) => config.providers.push(*p),
+                    Parsed::Skipped(s) => config.skipped_providers.push(s),
+                }
+            }
+        }
+        if let Some(workflows) = root.get("workflows") {
+            config.workflows = parse_workflows(workflows.node(env))?;
+        }
+        Ok(config)
+    }
+
+    /// The provider to use: `name`, or the only enabled provider when `name` is `None`.
+    pub fn provider(&self, name: Option<&str>) -> Result<&ProviderConfig, ConfigError> {
+        let enabled: Vec<&ProviderConfig> = self.providers.iter().filter(|p| p.enabled).collect();
+        match name {
+            None => match enabled.as_slice() {
+                [only] => Ok(only),
+                [] => Err(ConfigError::new("providers", "no enabled email provider")),
+                many => Err(ConfigError::new(
+                    "providers",
+                    format!(
+                        "{} enabled providers ({}); choose one with --provider",
+                        many.len(),
+                        many.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            },
+            Some(name) => {
+                let Some(p) = self.providers.iter().find(|p| p.id == name) else {
+                    let ids: Vec<&str> = self.providers.iter().map(|p| p.id.as_str()).collect();
+                    let hint = nearest(name, &ids).map(|s| format!("; did you mean `{s}`?")).unwrap_or_else(|| {
+                        format!("; configured: {}", if ids.is_empty() { "none".into() } else { ids.join(", ") })
+                    });
+                    return Err(ConfigError::new(format!("providers.{name}"), format!("no such email provider{hint}")));
+                };
+                if !p.enabled {
+                    return Err(ConfigError::new(format!("providers.{name}.enabled"), "this provider is disabled"));
+                }
+                Ok(p)
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Email(Box<ProviderConfig>),
+    Skipped(SkippedProvider),
+}
+
+fn parse_provider(id: &str, node: Node<'_, '_>) -> Result<Parsed, ConfigError> {
+    let env = node.env();
+    node.check_keys(PROVIDER_KEYS)?;
+    let provider = node.require("provider", "email or email.smtp")?;
+    let provider_node = provider.node(env);
+    let provider_name = provider_node.string()?.trim().to_owned();
+    let kind = match provider_name.as_str() {
+        "email" => ProviderKind::Email,
+        "email.smtp" => ProviderKind::EmailSmtp,
+        "email.ses" | "email.acs" => {
+            return Err(provider_node.error(format!(
+                "`{provider_name}` is not supported by this build (smtpkit speaks SMTP: use email.smtp)"
+            )))
+        }
+        other => {
+            if let Some(s) = nearest(other, &["email", "email.smtp"]) {
+                return Err(provider_node.error(format!("unknown provider `{other}`; did you mean `{s}`?")));
+            }
+            return Ok(Parsed::Skipped(SkippedProvider { id: id.to_owned(), provider: other.to_owned() }));
+        }
+    };
+    let enabled = match node.get("enabled") {
+        Some(e) => e.node(env).boolean()?,
+        None => true,
+    };
+    let name = node.get("name").map(|n| n.node(env).string()).transpose()?;
+    let description = node.get("description").map(|n| n.node(env).string()).transpose()?;
+    let config = node.require("config", "the SMTP settings")?;
+    let smtp = parse_smtp(config.node(env))?;
+    Ok(Parsed::Email(Box::new(ProviderConfig { id: id.to_owned(), name, description, kind, enabled, smtp })))
+}
+
+fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
+    let env = node.env();
+    node.check_keys(SMTP_KEYS)?;
+    if let Some(platform) = node.get("platform") {
+        let platform = platform.node(env);
+        match platform.string()?.trim() {
+            "smtp" => {}
+            p @ ("ses" | "acs") => {
+                return Err(platform.error(format!(
+                    "platform `{p}` is not supported by this build (smtpkit speaks SMTP: use platform: smtp)"
+                )))
+            }
+            other => {
+                return Err(platform.error(match nearest(other, &["smtp"]) {
+                    Some(_) => format!("unknown platform `{other}`; did you mean `smtp`?"),
+                    None => format!("unknown platform `{other}`; this build supports `smtp`"),
+                }))
+            }
+        }
+    }
+    let host = node.require("host", "the SMTP server host name")?.node(env).non_empty("host")?;
+    let port = node.require("port", "587 for STARTTLS, 465 for implicit TLS")?.node(env).number(1..=65535)? as u16;
+    let auth = match node.get("auth") {
+        None => AuthSetting::Auto,
+        Some(a) => match a.node(env).choice(&["auto", "plain", "login", "xoauth2", "none"])? {
+            "auto" => AuthSetting::Auto,
+            "none" => AuthSetting::None,
+            m => AuthSetting::Mechanism(Mechanism::from_name(m).ok_or_else(|| a.node(env).error("unknown mechanism"))?),
+        },
+    };
+    let (user, pass) = if auth == AuthSetting::None {
+        (
+            node.get("user").map(|u| u.node(env).string()).transpose()?,
+            node.get("pass").map(|p| p.node(env).string().map(Secret::new)).transpose()?,
+        )
+    } else {
+        let user = node.require("user", "the SMTP user name; or set `auth: none`")?.node(env).non_empty("user")?;
+        let pass = node.require("pass", "the SMTP password; use ${SMTP_PASSWORD} to read it from the environment")?;
+        (Some(user), Some(Secret::new(pass.node(env).non_empty("pass")?)))
+    };
+    let from_node = node.require("from", "the default sender address")?;
+    let from: Mailbox = from_node.node(env).string()?.parse().map_err(|e| from_node.node(env).error(format!("{e}")))?;
+    let tls_skip_verify = node.get("tls_skip_verify").map(|n| n.node(env).boolean()).transpose()?.unwrap_or(false);
+    let security = match node.get("security") {
+        None => Security::Auto,
+        Some(s) => match s.node(env).choice(&["auto", "starttls", "tls", "none"])? {
+            "starttls" => Security::StartTls,
+            "tls" => Security::Tls,
+            "none" => Security::None,
+            _ => Security::Auto,
+        },
+    };
+    let allow_insecure_auth = node.get("allow_insecure_auth").map(|n| n.node(env).boolean()).transpose()?.unwrap_or(false);
+    if allow_insecure_auth && security != Security::None {
+        let path = format!("{}.allow_insecure_auth", node.path());
+        return Err(ConfigError::new(path, "only allowed together with `security: none`"));
+    }
+    let ca_file = node.get("ca_file").map(|n| n.node(env).non_empty("ca_file").map(PathBuf::from)).transpose()?;
+    let helo_name = match node.get("helo_name") {
+        None => None,
+        Some(h) => {
+            let text = h.node(env).string()?;
+            Some(ClientName::new(text).map_err(|e| h.node(env).error(e.to_string()))?)
+        }
+    };
+    let timeouts = match node.get("timeouts") {
+        None => Timeouts::default(),
+        Some(t) => parse_timeouts(t.node(env))?,
+    };
+    Ok(SmtpSettings {
+        host,
+        port,
+        user,
+        pass,
+        from,
+        tls_skip_verify,
+        security,
+        allow_insecure_auth,
+        auth,
+        ca_file,
+        helo_name,
+        timeouts,
+    })
+}
+
+fn parse_timeouts(node: Node<'_, '_>) -> Result<Timeouts, ConfigError> {
+    let env = node.env();
+    node.check_keys(TIMEOUT_KEYS)?;
+    let mut t = Timeouts::default();
+    for (key, slot) in [
+        ("connect", &mut t.connect),
+        ("greeting", &mut t.greeting),
+        ("command", &mut t.command),
+        ("data_start", &mut t.data_start),
+        ("data_block", &mut t.data_block),
+        ("data_end", &mut t.data_end),
+    ] {
+        if let Some(v) = node.get(key) {
+            let d = v.node(env).duration()?;
+            if d.is_zero() {
+                return Err(v.node(env).error("a timeout of 0 would fail every command"));
+            }
+            *slot = d;
+        }
+    }
+    Ok(t)
+}
+
+impl SmtpSettings {
+    /// Client options for these settings: security, TLS trust, credentials, timeouts.
+    /// Builds the TLS configuration, which logs a warning when `tls_skip_verify` is set.
+    pub fn client_options(&self) -> crate::Result<ClientOptions> {
+        let tls = TlsConnector::new(&TlsSettings { skip_verify: self.tls_skip_verify, ca_file: self.ca_file.clone() })?;
+        let credentials = match (self.auth, &self.user, &self.pass) {
+            (AuthSetting::None, _, _) => None,
+            (_, Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.clone()).map_err(crate::Error::from)?),
+            _ => None,
+        };
+        Ok(ClientOptions {
+            client_name: self.helo_name.clone(),
+            timeouts: self.timeouts,
+            transcript: None,
+            security: self.security,
+            tls: Some(tls),
+            tls_server_name: None,
+            credentials,
+            auth_mechanism: match self.auth {
+                AuthSetting::Mechanism(m) => Some(m),
+                _ => None,
+            },
+            allow_insecure_auth: self.allow_insecure_auth,
+        })
+    }
+}

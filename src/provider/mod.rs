@@ -1,0 +1,15 @@
+//! The `email.smtp` provider: the spec's YAML configuration, its workflows, and the [`Mailer`]
+//! that sends notifications with it.
+
+mod config;
+mod duration;
+mod env_expand;
+mod error;
+mod mailer;
+mod workflow;
+mod yaml_node;
+
+pub use config::{AuthSetting, Config, ProviderConfig, ProviderKind, SkippedProvider, SmtpSettings};
+pub use error::ConfigError;
+pub use mailer::Mailer;
+pub use workflow::{EmailStep, Workflow, WorkflowStep};
