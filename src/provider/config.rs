@@ -34,8 +34,9 @@ pub struct SmtpSettings {
     pub user: Option<String>,
     /// `pass`; `None` only with `auth: none`.
     pub pass: Option<Secret>,
-    /// `from`: the default sender.
-    pub from: Mailbox,
+    /// `from`: the default sender, as written (checked by [`SmtpSettings::sender`], so the
+    /// spec's examples with `<your-gmail-address>` placeholders still load).
+    pub from: String,
     /// `tls_skip_verify`.
     pub tls_skip_verify: bool,
     /// `security` (extension): `auto`, `starttls`, `tls` or `none`.
@@ -350,8 +351,7 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
         let pass = node.require("pass", "the SMTP password; use ${SMTP_PASSWORD} to read it from the environment")?;
         (Some(user), Some(Secret::new(pass.node(env).non_empty("pass")?)))
     };
-    let from_node = node.require("from", "the default sender address")?;
-    let from: Mailbox = from_node.node(env).string()?.parse().map_err(|e| from_node.node(env).error(format!("{e}")))?;
+    let from = node.require("from", "the default sender address")?.node(env).non_empty("from")?;
     let tls_skip_verify = node.get("tls_skip_verify").map(|n| n.node(env).boolean()).transpose()?.unwrap_or(false);
     let security = match node.get("security") {
         None => Security::Auto,
@@ -418,7 +418,30 @@ fn parse_timeouts(node: Node<'_, '_>) -> Result<Timeouts, ConfigError> {
     Ok(t)
 }
 
+/// A value still holding a placeholder of the spec's examples, such as `<your-smtp-password>`.
+fn is_placeholder(value: &str) -> bool {
+    value.len() > 2
+        && value.starts_with('<')
+        && value.ends_with('>')
+        && value[1..value.len() - 1].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 impl SmtpSettings {
+    /// Checks what can only be checked before sending: the sender is an address and no
+    /// placeholder of the examples (`<your-smtp-username>`) is left. `path` is the settings' path.
+    pub fn check_ready(&self, path: &str) -> Result<Mailbox, ConfigError> {
+        for (key, value) in [("user", self.user.as_deref()), ("pass", self.pass.as_ref().map(Secret::expose))] {
+            if let Some(v) = value.filter(|v| is_placeholder(v)) {
+                let shown = if key == "pass" { "<…>".to_owned() } else { v.to_owned() };
+                return Err(ConfigError::new(format!("{path}.{key}"), format!("still the placeholder {shown}: put the real value (or ${{ENV_VAR}}) here")));
+            }
+        }
+        if is_placeholder(&self.from) {
+            return Err(ConfigError::new(format!("{path}.from"), format!("still the placeholder {}: put the sender address here", self.from)));
+        }
+        self.from.parse::<Mailbox>().map_err(|e| ConfigError::new(format!("{path}.from"), e.to_string()))
+    }
+
     /// Client options for these settings: security, TLS trust, credentials, timeouts.
     /// Builds the TLS configuration, which logs a warning when `tls_skip_verify` is set.
     pub fn client_options(&self) -> crate::Result<ClientOptions> {

@@ -6,7 +6,7 @@ use super::config::{Config, SmtpSettings};
 use super::error::ConfigError;
 use crate::client::{ClientOptions, Connection, Transcript};
 use crate::delivery::DeliveryReport;
-use crate::message::Notification;
+use crate::message::{Mailbox, Notification};
 use crate::Result;
 
 /// Sends notifications through one configured provider.
@@ -29,6 +29,7 @@ use crate::Result;
 pub struct Mailer {
     provider: String,
     settings: SmtpSettings,
+    from: Mailbox,
     options: ClientOptions,
 }
 
@@ -37,11 +38,12 @@ impl Mailer {
     /// Builds the TLS configuration now, so a bad `ca_file` is reported here.
     pub fn new(config: &Config, provider: Option<&str>) -> Result<Mailer, ConfigError> {
         let p = config.provider(provider)?;
+        let from = p.smtp.check_ready(&format!("providers.{}.config", p.id))?;
         let options = p.smtp.client_options().map_err(|e| {
             let key = if p.smtp.ca_file.is_some() { "ca_file" } else { "tls_skip_verify" };
             ConfigError::new(format!("providers.{}.config.{key}", p.id), e.to_string())
         })?;
-        Ok(Mailer { provider: p.id.clone(), settings: p.smtp.clone(), options })
+        Ok(Mailer { provider: p.id.clone(), settings: p.smtp.clone(), from, options })
     }
 
     /// Sends every session's lines to `transcript` (secrets redacted).
@@ -67,7 +69,7 @@ impl Mailer {
 
     /// Builds the message, connects, sends it, and says QUIT.
     pub async fn send(&self, notification: &Notification) -> Result<DeliveryReport> {
-        let message = notification.build(&self.settings.from)?;
+        let message = notification.build(&self.from)?;
         let started = Instant::now();
         let mut conn = Connection::connect(&self.settings.host, self.settings.port, self.options.clone()).await?;
         let tx = conn.send_mail(&message.envelope, &message.bytes).await?;

@@ -1,0 +1,236 @@
+//! The spec's YAML examples load unchanged into the expected typed config, and every
+//! configuration mistake gets an error that names the path and what is wrong.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use smtpkit::client::Security;
+use smtpkit::proto::Mechanism;
+use smtpkit::provider::{AuthSetting, Config, ConfigError, Mailer, ProviderKind, WorkflowStep};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec").join(name)
+}
+
+fn load(name: &str) -> Config {
+    Config::from_file(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// (fixture, provider id, kind, host, port, user, from, tls_skip_verify, name)
+#[test]
+fn every_spec_example_loads_unchanged() {
+    let cases = [
+        ("basic.yaml", "email", ProviderKind::Email, "smtp.example.com", "<your-smtp-username>", "noreply@example.com", false, "Email Notifications"),
+        ("alternative-email-smtp.yaml", "email", ProviderKind::EmailSmtp, "smtp.example.com", "<your-smtp-username>", "noreply@example.com", false, "Email Notifications"),
+        ("gmail.yaml", "email-gmail", ProviderKind::Email, "smtp.gmail.com", "<your-gmail-address>", "<your-gmail-address>", false, "Gmail SMTP"),
+        ("outlook.yaml", "email-outlook", ProviderKind::Email, "smtp-mail.outlook.com", "<your-outlook-email>", "<your-outlook-email>", false, "Outlook SMTP"),
+        ("sendgrid.yaml", "email-sendgrid", ProviderKind::Email, "smtp.sendgrid.net", "apikey", "noreply@example.com", false, "SendGrid SMTP"),
+        ("self-hosted-tls-skip.yaml", "email-internal", ProviderKind::Email, "mail.internal.company.com", "<smtp-user>", "agent@company.com", true, "Internal SMTP"),
+    ];
+    for (file, id, kind, host, user, from, skip, name) in cases {
+        let config = load(file);
+        assert_eq!(config.version.as_deref(), Some("1.0"), "{file}");
+        let p = config.provider(None).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(p.id, id, "{file}");
+        assert_eq!(p.kind, kind, "{file}");
+        assert!(p.enabled);
+        assert_eq!(p.name.as_deref(), Some(name));
+        assert_eq!(p.smtp.host, host, "{file}");
+        assert_eq!(p.smtp.port, 587, "{file}");
+        assert_eq!(p.smtp.user.as_deref(), Some(user), "{file}");
+        assert_eq!(p.smtp.from, from, "{file}");
+        assert_eq!(p.smtp.tls_skip_verify, skip, "{file}");
+        // Safe defaults for the extensions.
+        assert_eq!(p.smtp.security, Security::Auto);
+        assert_eq!(p.smtp.auth, AuthSetting::Auto);
+        assert!(!p.smtp.allow_insecure_auth);
+        assert_eq!(p.smtp.timeouts.data_end, Duration::from_secs(600));
+        assert!(!format!("{p:?}").contains("your-smtp-password"), "password never in Debug");
+    }
+}
+
+#[test]
+fn the_workflow_example_loads() {
+    let config = load("workflow-usage.yaml");
+    assert_eq!(config.workflows.len(), 1);
+    let w = &config.workflows[0];
+    assert_eq!(w.name, "access-approval");
+    let WorkflowStep::Email(step) = &w.steps[0] else { panic!("an email step") };
+    assert_eq!(step.providers, ["email"]);
+    assert_eq!(step.subject, "Access Request Approval Required");
+    assert_eq!(step.to.len(), 1);
+    assert_eq!(step.to[0].address().as_str(), "approver@example.com");
+    assert_eq!(step.text.as_deref(), Some("A new access request requires your approval."));
+    assert_eq!(
+        step.html.as_deref(),
+        Some("<h2>Access Request</h2><p>A new access request requires your approval.</p>")
+    );
+}
+
+#[test]
+fn providers_and_workflows_from_separate_files_merge() {
+    let config = Config::from_files(&[fixture("basic.yaml"), fixture("workflow-usage.yaml")]).expect("merge");
+    assert_eq!(config.providers.len(), 1);
+    assert_eq!(config.workflows.len(), 1);
+    let err = Config::from_files(&[fixture("basic.yaml"), fixture("alternative-email-smtp.yaml")]).expect_err("dup");
+    assert!(err.to_string().contains("providers.email: defined in more than one file"), "{err}");
+}
+
+#[test]
+fn placeholders_load_but_are_reported_before_sending() {
+    let config = load("gmail.yaml");
+    let err = Mailer::new(&config, None).expect_err("placeholders");
+    assert_eq!(err.path(), "providers.email-gmail.config.user");
+    assert!(err.message().contains("placeholder <your-gmail-address>"), "{err}");
+    // The password placeholder is not echoed.
+    let yaml = std::fs::read_to_string(fixture("basic.yaml")).expect("read").replace("<your-smtp-username>", "bob");
+    let err = Mailer::new(&Config::from_yaml_str(&yaml).expect("loads"), None).expect_err("pass placeholder");
+    assert_eq!(err.path(), "providers.email.config.pass");
+    assert!(!err.to_string().contains("your-smtp-password"), "{err}");
+}
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    let env = |name: &str| match name {
+        "SMTP_PASSWORD" => Some("from-env".to_owned()),
+        "SMTP_PORT" => Some("2525".to_owned()),
+        _ => None,
+    };
+    Config::from_yaml_str_with_env(yaml, &env)
+}
+
+fn provider_yaml(config_lines: &str) -> String {
+    let mut yaml = String::from("version: \"1.0\"\nproviders:\n  email:\n    provider: email\n    config:\n");
+    for line in config_lines.lines() {
+        yaml.push_str("      ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}
+
+const BASE: &str = "host: smtp.example.com\nport: 587\nuser: u\npass: p\nfrom: noreply@example.com";
+
+fn err(yaml: &str) -> String {
+    parse(yaml).expect_err("should fail").to_string()
+}
+
+#[test]
+fn environment_variables_expand_and_missing_ones_are_named() {
+    let config = parse(&provider_yaml("host: smtp.example.com\nport: ${SMTP_PORT}\nuser: u\npass: ${SMTP_PASSWORD}\nfrom: a@b.test"))
+        .expect("expands");
+    let p = config.provider(None).expect("one");
+    assert_eq!(p.smtp.port, 2525);
+    assert_eq!(p.smtp.pass.as_ref().map(|s| s.expose()), Some("from-env"));
+    let config = parse(&provider_yaml("host: ${SMTP_HOST:-localhost}\nport: 25\nuser: u\npass: p\nfrom: a@b.test")).expect("default");
+    assert_eq!(config.provider(None).expect("one").smtp.host, "localhost");
+    let e = err(&provider_yaml("host: h\nport: 587\nuser: u\npass: ${SMTP_PASS}\nfrom: a@b.test"));
+    assert!(e.starts_with("providers.email.config.pass: environment variable SMTP_PASS is not set"), "{e}");
+}
+
+#[test]
+fn error_messages_name_the_path_and_what_is_wrong() {
+    let cases: Vec<(String, &str)> = vec![
+        (provider_yaml(&BASE.replace("host:", "hots:")), "providers.email.config.hots: unknown key `hots`; did you mean `host`?"),
+        (provider_yaml(&BASE.replace("port: 587", "port: abc")), "providers.email.config.port: expected a whole number from 1 to 65535, found \"abc\""),
+        (provider_yaml(&BASE.replace("port: 587", "port: 70000")), "providers.email.config.port: 70000 is out of range"),
+        (provider_yaml(&BASE.replace("port: 587\n", "")), "providers.email.config.port: missing required key"),
+        (provider_yaml(&BASE.replace("user: u\n", "")), "providers.email.config.user: missing required key"),
+        (provider_yaml(&BASE.replace("pass: p\n", "")), "providers.email.config.pass: missing required key"),
+        (provider_yaml(&BASE.replace("from: noreply@example.com", "")), "providers.email.config.from: missing required key"),
+        (provider_yaml(&format!("{BASE}\nplatform: ses")), "providers.email.config.platform: platform `ses` is not supported by this build"),
+        (provider_yaml(&format!("{BASE}\nplatform: acs")), "providers.email.config.platform: platform `acs` is not supported by this build"),
+        (provider_yaml(&format!("{BASE}\nplatform: smpt")), "providers.email.config.platform: unknown platform `smpt`; did you mean `smtp`?"),
+        (provider_yaml(&format!("{BASE}\ntls_skip_verify: maybe")), "providers.email.config.tls_skip_verify: expected true or false"),
+        (provider_yaml(&format!("{BASE}\nsecurity: startls")), "providers.email.config.security: unknown value \"startls\"; did you mean `starttls`?"),
+        (provider_yaml(&format!("{BASE}\nauth: cram-md5")), "providers.email.config.auth: unknown value \"cram-md5\""),
+        (provider_yaml(&format!("{BASE}\ntimeouts: {{command: 30}}")), "providers.email.config.timeouts.command: \"30\" needs a unit"),
+        (provider_yaml(&format!("{BASE}\ntimeouts: {{comand: 30s}}")), "providers.email.config.timeouts.comand: unknown key `comand`; did you mean `command`?"),
+        (provider_yaml(&format!("{BASE}\nallow_insecure_auth: true")), "providers.email.config.allow_insecure_auth: only allowed together with `security: none`"),
+        (provider_yaml(&format!("{BASE}\nhelo_name: bad name")), "providers.email.config.helo_name: EHLO name \"bad name\" is not valid"),
+        ("version: \"2.0\"\n".into(), "version: unsupported version \"2.0\""),
+        ("versoin: \"1.0\"\n".into(), "versoin: unknown key `versoin`; did you mean `version`?"),
+        ("providers:\n  email:\n    provider: email.ses\n    config: {}\n".into(), "providers.email.provider: `email.ses` is not supported by this build"),
+        ("providers:\n  email:\n    provider: emial\n    config: {}\n".into(), "providers.email.provider: unknown provider `emial`; did you mean `email`?"),
+        ("providers:\n  email:\n    provider: email\n    enabeld: true\n    config: {}\n".into(), "providers.email.enabeld: unknown key `enabeld`; did you mean `enabled`?"),
+        ("providers:\n  email:\n    provider: email\n".into(), "providers.email.config: missing required key"),
+        ("providers: [1, 2]\n".into(), "providers: expected a mapping of keys, found a list"),
+        ("providers:\n  email: {provider: email\n".into(), "not valid YAML"),
+        ("".into(), "the file is empty"),
+    ];
+    for (yaml, expected) in cases {
+        let e = err(&yaml);
+        assert!(e.starts_with(expected), "expected {expected:?}\n     got {e:?}\nfor:\n{yaml}");
+    }
+}
+
+#[test]
+fn workflow_errors_name_the_step() {
+    let wf = |config: &str| format!("workflows:\n  - name: w\n    steps:\n      - task: notify\n        type: email\n        config:\n{config}");
+    let cases = [
+        (wf("          provider: email\n          subject: s\n          to: [not-an-address]\n          body: {text: t}\n"), "workflows[0].steps[0].config.to[0]: address \"not-an-address\" is not valid"),
+        (wf("          provider: email\n          subject: s\n          to: a@b.test\n          body: {}\n"), "workflows[0].steps[0].config.body: empty body"),
+        (wf("          provider: email\n          subject: s\n          body: {text: t}\n"), "workflows[0].steps[0].config: no recipients"),
+        (wf("          provider: email\n          subjcet: s\n          to: a@b.test\n          body: {text: t}\n"), "workflows[0].steps[0].config.subjcet: unknown key `subjcet`; did you mean `subject`?"),
+        (wf("          subject: s\n          to: a@b.test\n          body: {text: t}\n"), "workflows[0].steps[0].config.provider: missing required key"),
+    ];
+    for (yaml, expected) in cases {
+        let e = err(&yaml);
+        assert!(e.starts_with(expected), "expected {expected:?}\n     got {e:?}");
+    }
+}
+
+#[test]
+fn other_tasks_and_providers_are_listed_as_skipped_not_lost() {
+    let yaml = "providers:\n  chat:\n    provider: slack\n    config: {token: x}\nworkflows:\n  - name: w\n    steps:\n      - task: approve\n        type: manual\n      - task: notify\n        type: slack\n";
+    let config = parse(yaml).expect("loads");
+    assert_eq!(config.skipped_providers.len(), 1);
+    assert_eq!(config.skipped_providers[0].provider, "slack");
+    assert_eq!(
+        config.workflows[0].steps,
+        [
+            WorkflowStep::Skipped { task: "approve".into(), kind: "manual".into() },
+            WorkflowStep::Skipped { task: "notify".into(), kind: "slack".into() },
+        ]
+    );
+}
+
+#[test]
+fn extensions_are_read() {
+    let yaml = provider_yaml(&format!(
+        "{BASE}\nsecurity: tls\nauth: login\nhelo_name: app.example.com\ntimeouts: {{connect: 5s, command: 1m, data_end: 500ms}}"
+    ));
+    let p = parse(&yaml).expect("loads").providers.remove(0);
+    assert_eq!(p.smtp.security, Security::Tls);
+    assert_eq!(p.smtp.auth, AuthSetting::Mechanism(Mechanism::Login));
+    assert_eq!(p.smtp.helo_name.as_ref().map(|n| n.as_str()), Some("app.example.com"));
+    assert_eq!(p.smtp.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(p.smtp.timeouts.command, Duration::from_secs(60));
+    assert_eq!(p.smtp.timeouts.data_end, Duration::from_millis(500));
+    assert_eq!(p.smtp.timeouts.greeting, Duration::from_secs(300), "others keep their defaults");
+
+    // auth: none lets user and pass be left out.
+    let yaml = provider_yaml("host: localhost\nport: 25\nfrom: a@b.test\nsecurity: none\nauth: none");
+    let p = parse(&yaml).expect("loads").providers.remove(0);
+    assert_eq!(p.smtp.user, None);
+    assert_eq!(p.smtp.auth, AuthSetting::None);
+}
+
+#[test]
+fn choosing_a_provider() {
+    let yaml = "providers:\n  a:\n    provider: email\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n  b:\n    provider: email.smtp\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n  off:\n    provider: email\n    enabled: false\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n";
+    let config = parse(yaml).expect("loads");
+    let e = config.provider(None).expect_err("two enabled").to_string();
+    assert!(e.contains("2 enabled providers (a, b); choose one with --provider"), "{e}");
+    assert_eq!(config.provider(Some("b")).expect("b").id, "b");
+    assert!(config.provider(Some("off")).expect_err("disabled").to_string().contains("disabled"));
+    assert!(config.provider(Some("bb")).expect_err("typo").to_string().contains("did you mean `b`?"));
+}
+
+#[test]
+fn a_missing_ca_file_is_reported_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, provider_yaml(&format!("{BASE}\nca_file: missing-ca.pem"))).expect("write");
+    let e = Config::from_file(&path).expect_err("missing").to_string();
+    assert!(e.contains("providers.email.config.ca_file: file") && e.contains("missing-ca.pem") && e.contains("not found"), "{e}");
+}
