@@ -39,6 +39,28 @@ pub enum Stage {
     Command,
 }
 
+impl Stage {
+    /// A stable snake_case name for machine-readable output (`mail_from`, `data_end`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Greeting => "greeting",
+            Stage::Ehlo => "ehlo",
+            Stage::StartTls => "starttls",
+            Stage::Auth => "auth",
+            Stage::MailFrom => "mail_from",
+            Stage::RcptTo => "rcpt_to",
+            Stage::Data => "data",
+            Stage::Body => "body",
+            Stage::DataEnd => "data_end",
+            Stage::Rset => "rset",
+            Stage::Noop => "noop",
+            Stage::Quit => "quit",
+            Stage::Command => "command",
+        }
+    }
+}
+
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -90,6 +112,27 @@ pub enum ErrorKind {
     Auth,
     /// The connection already failed before (timeout, protocol error, 421) and is not used again.
     Poisoned,
+}
+
+impl ErrorKind {
+    /// A stable snake_case name for machine-readable output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Io => "io",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::MessageTooLarge => "message_too_large",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Tls => "tls",
+            ErrorKind::TlsRequired => "tls_required",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Poisoned => "poisoned",
+        }
+    }
 }
 
 /// An error from connecting, talking to, or sending through an SMTP server.

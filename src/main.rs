@@ -1,20 +1,39 @@
 //! The `smtpkit` command line.
 
+mod cli;
+
 use clap::Parser;
+use cli::{exit, Cli, Command};
 
-/// smtpkit: an async SMTP client written from the wire up.
-///
-/// The library (protocol core and client) is usable now; the commands of the CLI contract
-/// (send, check, notify, serve, demo, bench) are being built on it.
-#[derive(Parser, Debug)]
-#[command(name = "smtpkit", version, about, long_about = None)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "smtpkit {}: no command yet; see `smtpkit --help`",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(64);
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return std::process::ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("✗ cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(70);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Send(args) => cli::send::run(*args).await,
+            Command::Check(args) => cli::check::run(args).await,
+            Command::Notify(args) => cli::notify::run(args).await,
+        }
+    });
+    std::process::ExitCode::from(code)
 }

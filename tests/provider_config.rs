@@ -9,7 +9,9 @@ use smtpkit::proto::Mechanism;
 use smtpkit::provider::{AuthSetting, Config, ConfigError, Mailer, ProviderKind, WorkflowStep};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/spec")
+        .join(name)
 }
 
 fn load(name: &str) -> Config {
@@ -20,17 +22,73 @@ fn load(name: &str) -> Config {
 #[test]
 fn every_spec_example_loads_unchanged() {
     let cases = [
-        ("basic.yaml", "email", ProviderKind::Email, "smtp.example.com", "<your-smtp-username>", "noreply@example.com", false, "Email Notifications"),
-        ("alternative-email-smtp.yaml", "email", ProviderKind::EmailSmtp, "smtp.example.com", "<your-smtp-username>", "noreply@example.com", false, "Email Notifications"),
-        ("gmail.yaml", "email-gmail", ProviderKind::Email, "smtp.gmail.com", "<your-gmail-address>", "<your-gmail-address>", false, "Gmail SMTP"),
-        ("outlook.yaml", "email-outlook", ProviderKind::Email, "smtp-mail.outlook.com", "<your-outlook-email>", "<your-outlook-email>", false, "Outlook SMTP"),
-        ("sendgrid.yaml", "email-sendgrid", ProviderKind::Email, "smtp.sendgrid.net", "apikey", "noreply@example.com", false, "SendGrid SMTP"),
-        ("self-hosted-tls-skip.yaml", "email-internal", ProviderKind::Email, "mail.internal.company.com", "<smtp-user>", "agent@company.com", true, "Internal SMTP"),
+        (
+            "basic.yaml",
+            "email",
+            ProviderKind::Email,
+            "smtp.example.com",
+            "<your-smtp-username>",
+            "noreply@example.com",
+            false,
+            "Email Notifications",
+        ),
+        (
+            "alternative-email-smtp.yaml",
+            "email",
+            ProviderKind::EmailSmtp,
+            "smtp.example.com",
+            "<your-smtp-username>",
+            "noreply@example.com",
+            false,
+            "Email Notifications",
+        ),
+        (
+            "gmail.yaml",
+            "email-gmail",
+            ProviderKind::Email,
+            "smtp.gmail.com",
+            "<your-gmail-address>",
+            "<your-gmail-address>",
+            false,
+            "Gmail SMTP",
+        ),
+        (
+            "outlook.yaml",
+            "email-outlook",
+            ProviderKind::Email,
+            "smtp-mail.outlook.com",
+            "<your-outlook-email>",
+            "<your-outlook-email>",
+            false,
+            "Outlook SMTP",
+        ),
+        (
+            "sendgrid.yaml",
+            "email-sendgrid",
+            ProviderKind::Email,
+            "smtp.sendgrid.net",
+            "apikey",
+            "noreply@example.com",
+            false,
+            "SendGrid SMTP",
+        ),
+        (
+            "self-hosted-tls-skip.yaml",
+            "email-internal",
+            ProviderKind::Email,
+            "mail.internal.company.com",
+            "<smtp-user>",
+            "agent@company.com",
+            true,
+            "Internal SMTP",
+        ),
     ];
     for (file, id, kind, host, user, from, skip, name) in cases {
         let config = load(file);
         assert_eq!(config.version.as_deref(), Some("1.0"), "{file}");
-        let p = config.provider(None).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let p = config
+            .provider(None)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(p.id, id, "{file}");
         assert_eq!(p.kind, kind, "{file}");
         assert!(p.enabled);
@@ -45,7 +103,10 @@ fn every_spec_example_loads_unchanged() {
         assert_eq!(p.smtp.auth, AuthSetting::Auto);
         assert!(!p.smtp.allow_insecure_auth);
         assert_eq!(p.smtp.timeouts.data_end, Duration::from_secs(600));
-        assert!(!format!("{p:?}").contains("your-smtp-password"), "password never in Debug");
+        assert!(
+            !format!("{p:?}").contains("your-smtp-password"),
+            "password never in Debug"
+        );
     }
 }
 
@@ -55,12 +116,17 @@ fn the_workflow_example_loads() {
     assert_eq!(config.workflows.len(), 1);
     let w = &config.workflows[0];
     assert_eq!(w.name, "access-approval");
-    let WorkflowStep::Email(step) = &w.steps[0] else { panic!("an email step") };
+    let WorkflowStep::Email(step) = &w.steps[0] else {
+        panic!("an email step")
+    };
     assert_eq!(step.providers, ["email"]);
     assert_eq!(step.subject, "Access Request Approval Required");
     assert_eq!(step.to.len(), 1);
     assert_eq!(step.to[0].address().as_str(), "approver@example.com");
-    assert_eq!(step.text.as_deref(), Some("A new access request requires your approval."));
+    assert_eq!(
+        step.text.as_deref(),
+        Some("A new access request requires your approval.")
+    );
     assert_eq!(
         step.html.as_deref(),
         Some("<h2>Access Request</h2><p>A new access request requires your approval.</p>")
@@ -69,11 +135,20 @@ fn the_workflow_example_loads() {
 
 #[test]
 fn providers_and_workflows_from_separate_files_merge() {
-    let config = Config::from_files(&[fixture("basic.yaml"), fixture("workflow-usage.yaml")]).expect("merge");
+    let config = Config::from_files(&[fixture("basic.yaml"), fixture("workflow-usage.yaml")])
+        .expect("merge");
     assert_eq!(config.providers.len(), 1);
     assert_eq!(config.workflows.len(), 1);
-    let err = Config::from_files(&[fixture("basic.yaml"), fixture("alternative-email-smtp.yaml")]).expect_err("dup");
-    assert!(err.to_string().contains("providers.email: defined in more than one file"), "{err}");
+    let err = Config::from_files(&[
+        fixture("basic.yaml"),
+        fixture("alternative-email-smtp.yaml"),
+    ])
+    .expect_err("dup");
+    assert!(
+        err.to_string()
+            .contains("providers.email: defined in more than one file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,10 +156,16 @@ fn placeholders_load_but_are_reported_before_sending() {
     let config = load("gmail.yaml");
     let err = Mailer::new(&config, None).expect_err("placeholders");
     assert_eq!(err.path(), "providers.email-gmail.config.user");
-    assert!(err.message().contains("placeholder <your-gmail-address>"), "{err}");
+    assert!(
+        err.message().contains("placeholder <your-gmail-address>"),
+        "{err}"
+    );
     // The password placeholder is not echoed.
-    let yaml = std::fs::read_to_string(fixture("basic.yaml")).expect("read").replace("<your-smtp-username>", "bob");
-    let err = Mailer::new(&Config::from_yaml_str(&yaml).expect("loads"), None).expect_err("pass placeholder");
+    let yaml = std::fs::read_to_string(fixture("basic.yaml"))
+        .expect("read")
+        .replace("<your-smtp-username>", "bob");
+    let err = Mailer::new(&Config::from_yaml_str(&yaml).expect("loads"), None)
+        .expect_err("pass placeholder");
     assert_eq!(err.path(), "providers.email.config.pass");
     assert!(!err.to_string().contains("your-smtp-password"), "{err}");
 }
@@ -99,7 +180,8 @@ fn parse(yaml: &str) -> Result<Config, ConfigError> {
 }
 
 fn provider_yaml(config_lines: &str) -> String {
-    let mut yaml = String::from("version: \"1.0\"\nproviders:\n  email:\n    provider: email\n    config:\n");
+    let mut yaml =
+        String::from("version: \"1.0\"\nproviders:\n  email:\n    provider: email\n    config:\n");
     for line in config_lines.lines() {
         yaml.push_str("      ");
         yaml.push_str(line);
@@ -121,10 +203,18 @@ fn environment_variables_expand_and_missing_ones_are_named() {
     let p = config.provider(None).expect("one");
     assert_eq!(p.smtp.port, 2525);
     assert_eq!(p.smtp.pass.as_ref().map(|s| s.expose()), Some("from-env"));
-    let config = parse(&provider_yaml("host: ${SMTP_HOST:-localhost}\nport: 25\nuser: u\npass: p\nfrom: a@b.test")).expect("default");
+    let config = parse(&provider_yaml(
+        "host: ${SMTP_HOST:-localhost}\nport: 25\nuser: u\npass: p\nfrom: a@b.test",
+    ))
+    .expect("default");
     assert_eq!(config.provider(None).expect("one").smtp.host, "localhost");
-    let e = err(&provider_yaml("host: h\nport: 587\nuser: u\npass: ${SMTP_PASS}\nfrom: a@b.test"));
-    assert!(e.starts_with("providers.email.config.pass: environment variable SMTP_PASS is not set"), "{e}");
+    let e = err(&provider_yaml(
+        "host: h\nport: 587\nuser: u\npass: ${SMTP_PASS}\nfrom: a@b.test",
+    ));
+    assert!(
+        e.starts_with("providers.email.config.pass: environment variable SMTP_PASS is not set"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -159,13 +249,18 @@ fn error_messages_name_the_path_and_what_is_wrong() {
     ];
     for (yaml, expected) in cases {
         let e = err(&yaml);
-        assert!(e.starts_with(expected), "expected {expected:?}\n     got {e:?}\nfor:\n{yaml}");
+        assert!(
+            e.starts_with(expected),
+            "expected {expected:?}\n     got {e:?}\nfor:\n{yaml}"
+        );
     }
 }
 
 #[test]
 fn workflow_errors_name_the_step() {
-    let wf = |config: &str| format!("workflows:\n  - name: w\n    steps:\n      - task: notify\n        type: email\n        config:\n{config}");
+    let wf = |config: &str| {
+        format!("workflows:\n  - name: w\n    steps:\n      - task: notify\n        type: email\n        config:\n{config}")
+    };
     let cases = [
         (wf("          provider: email\n          subject: s\n          to: [not-an-address]\n          body: {text: t}\n"), "workflows[0].steps[0].config.to[0]: address \"not-an-address\" is not valid"),
         (wf("          provider: email\n          subject: s\n          to: a@b.test\n          body: {}\n"), "workflows[0].steps[0].config.body: empty body"),
@@ -175,7 +270,10 @@ fn workflow_errors_name_the_step() {
     ];
     for (yaml, expected) in cases {
         let e = err(&yaml);
-        assert!(e.starts_with(expected), "expected {expected:?}\n     got {e:?}");
+        assert!(
+            e.starts_with(expected),
+            "expected {expected:?}\n     got {e:?}"
+        );
     }
 }
 
@@ -188,8 +286,14 @@ fn other_tasks_and_providers_are_listed_as_skipped_not_lost() {
     assert_eq!(
         config.workflows[0].steps,
         [
-            WorkflowStep::Skipped { task: "approve".into(), kind: "manual".into() },
-            WorkflowStep::Skipped { task: "notify".into(), kind: "slack".into() },
+            WorkflowStep::Skipped {
+                task: "approve".into(),
+                kind: "manual".into()
+            },
+            WorkflowStep::Skipped {
+                task: "notify".into(),
+                kind: "slack".into()
+            },
         ]
     );
 }
@@ -202,14 +306,22 @@ fn extensions_are_read() {
     let p = parse(&yaml).expect("loads").providers.remove(0);
     assert_eq!(p.smtp.security, Security::Tls);
     assert_eq!(p.smtp.auth, AuthSetting::Mechanism(Mechanism::Login));
-    assert_eq!(p.smtp.helo_name.as_ref().map(|n| n.as_str()), Some("app.example.com"));
+    assert_eq!(
+        p.smtp.helo_name.as_ref().map(|n| n.as_str()),
+        Some("app.example.com")
+    );
     assert_eq!(p.smtp.timeouts.connect, Duration::from_secs(5));
     assert_eq!(p.smtp.timeouts.command, Duration::from_secs(60));
     assert_eq!(p.smtp.timeouts.data_end, Duration::from_millis(500));
-    assert_eq!(p.smtp.timeouts.greeting, Duration::from_secs(300), "others keep their defaults");
+    assert_eq!(
+        p.smtp.timeouts.greeting,
+        Duration::from_secs(300),
+        "others keep their defaults"
+    );
 
     // auth: none lets user and pass be left out.
-    let yaml = provider_yaml("host: localhost\nport: 25\nfrom: a@b.test\nsecurity: none\nauth: none");
+    let yaml =
+        provider_yaml("host: localhost\nport: 25\nfrom: a@b.test\nsecurity: none\nauth: none");
     let p = parse(&yaml).expect("loads").providers.remove(0);
     assert_eq!(p.smtp.user, None);
     assert_eq!(p.smtp.auth, AuthSetting::None);
@@ -220,17 +332,37 @@ fn choosing_a_provider() {
     let yaml = "providers:\n  a:\n    provider: email\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n  b:\n    provider: email.smtp\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n  off:\n    provider: email\n    enabled: false\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n";
     let config = parse(yaml).expect("loads");
     let e = config.provider(None).expect_err("two enabled").to_string();
-    assert!(e.contains("2 enabled providers (a, b); choose one with --provider"), "{e}");
+    assert!(
+        e.contains("2 enabled providers (a, b); choose one with --provider"),
+        "{e}"
+    );
     assert_eq!(config.provider(Some("b")).expect("b").id, "b");
-    assert!(config.provider(Some("off")).expect_err("disabled").to_string().contains("disabled"));
-    assert!(config.provider(Some("bb")).expect_err("typo").to_string().contains("did you mean `b`?"));
+    assert!(config
+        .provider(Some("off"))
+        .expect_err("disabled")
+        .to_string()
+        .contains("disabled"));
+    assert!(config
+        .provider(Some("bb"))
+        .expect_err("typo")
+        .to_string()
+        .contains("did you mean `b`?"));
 }
 
 #[test]
 fn a_missing_ca_file_is_reported_at_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.yaml");
-    std::fs::write(&path, provider_yaml(&format!("{BASE}\nca_file: missing-ca.pem"))).expect("write");
+    std::fs::write(
+        &path,
+        provider_yaml(&format!("{BASE}\nca_file: missing-ca.pem")),
+    )
+    .expect("write");
     let e = Config::from_file(&path).expect_err("missing").to_string();
-    assert!(e.contains("providers.email.config.ca_file: file") && e.contains("missing-ca.pem") && e.contains("not found"), "{e}");
+    assert!(
+        e.contains("providers.email.config.ca_file: file")
+            && e.contains("missing-ca.pem")
+            && e.contains("not found"),
+        "{e}"
+    );
 }

@@ -29,7 +29,7 @@ pub use connection::{Connection, Greeted};
 pub use envelope::Envelope;
 pub use options::ClientOptions;
 pub use timeouts::Timeouts;
-pub use tls::{Security, TlsConnector, TlsInfo, TlsSettings};
+pub use tls::{CertificateSummary, Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
 pub use transcript::{Direction, Transcript, TranscriptBuffer};
 pub use transport::Transport;

@@ -237,6 +237,56 @@ pub struct TlsInfo {
     pub verified: bool,
 }
 
+/// The leaf certificate's names and validity, for people checking a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// The subject, e.g. `CN=smtp.gmail.com`.
+    pub subject: String,
+    /// The issuer, e.g. `CN=WR2, O=Google Trust Services, C=US`.
+    pub issuer: String,
+    /// DNS names and IP addresses it is valid for.
+    pub names: Vec<String>,
+    /// Start of validity, seconds since the Unix epoch.
+    pub not_before: i64,
+    /// End of validity, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl TlsInfo {
+    /// Subject, issuer, names and validity of the server's leaf certificate.
+    pub fn certificate_summary(&self) -> Option<CertificateSummary> {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let der = self.peer_certificates.first()?;
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                    GeneralName::IPAddress(ip) => match ip.len() {
+                        4 => names
+                            .push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string()),
+                        16 => {
+                            let mut octets = [0u8; 16];
+                            octets.copy_from_slice(ip);
+                            names.push(std::net::Ipv6Addr::from(octets).to_string());
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Some(CertificateSummary {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            names,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
 /// `tls_skip_verify`: accepts any certificate for any name, but still checks that the server
 /// signed the handshake with the key of the certificate it sent.
 #[derive(Debug)]

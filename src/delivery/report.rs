@@ -41,7 +41,11 @@ pub struct RecipientStatus {
 
 impl From<&RecipientResult> for RecipientStatus {
     fn from(r: &RecipientResult) -> RecipientStatus {
-        RecipientStatus { address: r.address.to_string(), accepted: r.accepted(), reply: (&r.reply).into() }
+        RecipientStatus {
+            address: r.address.to_string(),
+            accepted: r.accepted(),
+            reply: (&r.reply).into(),
+        }
     }
 }
 
@@ -68,7 +72,12 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 }
 
 impl DeliveryReport {
-    pub(crate) fn new(provider: &str, message_id: &str, tx: &TransactionReport, duration: Duration) -> DeliveryReport {
+    pub(crate) fn new(
+        provider: &str,
+        message_id: &str,
+        tx: &TransactionReport,
+        duration: Duration,
+    ) -> DeliveryReport {
         DeliveryReport {
             provider: provider.to_owned(),
             message_id: message_id.to_owned(),

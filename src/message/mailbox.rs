@@ -71,7 +71,10 @@ impl fmt::Display for Mailbox {
 
 impl From<Address> for Mailbox {
     fn from(address: Address) -> Mailbox {
-        Mailbox { name: None, address }
+        Mailbox {
+            name: None,
+            address,
+        }
     }
 }
 

@@ -28,13 +28,23 @@ impl Attachment {
     pub fn from_file(path: impl AsRef<Path>) -> std::io::Result<Attachment> {
         let path = path.as_ref();
         let data = std::fs::read(path)?;
-        let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
-        Ok(Attachment { content_type: guess_content_type(&filename).to_owned(), filename, data })
+        let filename = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".into());
+        Ok(Attachment {
+            content_type: guess_content_type(&filename).to_owned(),
+            filename,
+            data,
+        })
     }
 }
 
 fn guess_content_type(filename: &str) -> &'static str {
-    let ext = filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "txt" | "log" => "text/plain",
         "csv" => "text/csv",
@@ -103,7 +113,10 @@ pub struct BuiltMessage {
 impl Notification {
     /// A notification with a subject; add recipients and a body with the builder methods.
     pub fn new(subject: impl Into<String>) -> Notification {
-        Notification { subject: subject.into(), ..Notification::default() }
+        Notification {
+            subject: subject.into(),
+            ..Notification::default()
+        }
     }
 
     /// Adds a `To` recipient.
@@ -146,16 +159,27 @@ impl Notification {
     /// multipart/alternative; attachments make it multipart/mixed; non-ASCII subjects and
     /// names are encoded (RFC 2047). `default_from` is used when `from` is not set.
     pub fn build(&self, default_from: &Mailbox) -> Result<BuiltMessage> {
-        let invalid = |message: String| Error::new(ErrorKind::InvalidInput, Stage::Command, message);
+        let invalid =
+            |message: String| Error::new(ErrorKind::InvalidInput, Stage::Command, message);
         if self.subject.chars().any(char::is_control) {
-            return Err(invalid(format!("subject {:?} contains a control character", self.subject)));
+            return Err(invalid(format!(
+                "subject {:?} contains a control character",
+                self.subject
+            )));
         }
         if self.text.is_none() && self.html.is_none() && self.attachments.is_empty() {
-            return Err(invalid("the notification has no body: set text, html or both".into()));
+            return Err(invalid(
+                "the notification has no body: set text, html or both".into(),
+            ));
         }
         let from = self.from.as_ref().unwrap_or(default_from);
-        let recipients: Vec<Address> =
-            self.to.iter().chain(&self.cc).chain(&self.bcc).map(|m| m.address().clone()).collect();
+        let recipients: Vec<Address> = self
+            .to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .map(|m| m.address().clone())
+            .collect();
         if recipients.is_empty() {
             return Err(invalid("the notification has no recipients".into()));
         }
@@ -182,10 +206,20 @@ impl Notification {
             builder = builder.html_body(html.as_str());
         }
         for a in &self.attachments {
-            builder = builder.attachment(a.content_type.as_str(), a.filename.as_str(), a.data.as_slice());
+            builder = builder.attachment(
+                a.content_type.as_str(),
+                a.filename.as_str(),
+                a.data.as_slice(),
+            );
         }
-        let bytes = builder.write_to_vec().map_err(|e| invalid(format!("cannot build the message: {e}")))?;
-        Ok(BuiltMessage { envelope, bytes, message_id })
+        let bytes = builder
+            .write_to_vec()
+            .map_err(|e| invalid(format!("cannot build the message: {e}")))?;
+        Ok(BuiltMessage {
+            envelope,
+            bytes,
+            message_id,
+        })
     }
 }
 
@@ -200,9 +234,15 @@ fn mime_list(list: &[Mailbox]) -> MimeAddress<'_> {
 /// A unique Message-ID: time, process and a counter, at the sender's domain (RFC 5322 §3.6.4).
 fn new_message_id(domain: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let domain = if domain.starts_with('[') || domain.is_empty() { "smtpkit.localhost" } else { domain };
+    let domain = if domain.starts_with('[') || domain.is_empty() {
+        "smtpkit.localhost"
+    } else {
+        domain
+    };
     format!("{nanos:x}.{:x}.{n}.smtpkit@{domain}", std::process::id())
 }
 
@@ -215,14 +255,20 @@ mod tests {
     }
 
     fn built(n: &Notification) -> (BuiltMessage, String) {
-        let b = n.build(&mb("Notifier <noreply@example.com>")).expect("builds");
+        let b = n
+            .build(&mb("Notifier <noreply@example.com>"))
+            .expect("builds");
         let text = String::from_utf8(b.bytes.clone()).expect("7-bit output");
         (b, text)
     }
 
     #[test]
     fn bcc_is_in_the_envelope_and_never_in_the_headers() {
-        let n = Notification::new("s").to(mb("a@x.test")).cc(mb("c@x.test")).bcc(mb("secret@x.test")).text("hi");
+        let n = Notification::new("s")
+            .to(mb("a@x.test"))
+            .cc(mb("c@x.test"))
+            .bcc(mb("secret@x.test"))
+            .text("hi");
         let (b, text) = built(&n);
         let rcpts: Vec<&str> = b.envelope.to().iter().map(Address::as_str).collect();
         assert_eq!(rcpts, ["a@x.test", "c@x.test", "secret@x.test"]);
@@ -238,8 +284,15 @@ mod tests {
             .html("<h2>Access Request</h2>");
         let (b, text) = built(&n);
         assert!(text.contains("Subject: Access Request Approval Required\r\n"));
-        assert!(text.contains("From: \"Notifier\" <noreply@example.com>") || text.contains("From: Notifier <noreply@example.com>"), "{text}");
-        assert!(text.contains(&format!("Message-ID: <{}>", b.message_id)), "{text}");
+        assert!(
+            text.contains("From: \"Notifier\" <noreply@example.com>")
+                || text.contains("From: Notifier <noreply@example.com>"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Message-ID: <{}>", b.message_id)),
+            "{text}"
+        );
         assert!(text.contains("Date: "));
         assert!(text.contains("multipart/alternative"));
         assert!(text.contains("A new access request requires your approval."));
@@ -249,7 +302,9 @@ mod tests {
 
     #[test]
     fn non_ascii_subject_and_names_are_encoded() {
-        let n = Notification::new("Zugriff genehmigt ✓ für Jörg").to(mb("Jörg Müller <j@example.com>")).text("Grüße");
+        let n = Notification::new("Zugriff genehmigt ✓ für Jörg")
+            .to(mb("Jörg Müller <j@example.com>"))
+            .text("Grüße");
         let (_, text) = built(&n);
         assert!(text.is_ascii(), "the message is 7-bit: {text}");
         assert!(text.contains("Subject: =?utf-8?"), "{text}");
@@ -258,17 +313,22 @@ mod tests {
 
     #[test]
     fn header_injection_in_the_subject_is_refused() {
-        let n = Notification::new("hi\r\nBcc: victim@x.test").to(mb("a@x.test")).text("x");
+        let n = Notification::new("hi\r\nBcc: victim@x.test")
+            .to(mb("a@x.test"))
+            .text("x");
         assert!(n.build(&mb("a@x.test")).is_err());
     }
 
     #[test]
     fn attachments_make_a_mixed_message() {
-        let n = Notification::new("report").to(mb("a@x.test")).text("see attached").attach(Attachment {
-            filename: "report.csv".into(),
-            content_type: "text/csv".into(),
-            data: b"a,b\n1,2\n".to_vec(),
-        });
+        let n = Notification::new("report")
+            .to(mb("a@x.test"))
+            .text("see attached")
+            .attach(Attachment {
+                filename: "report.csv".into(),
+                content_type: "text/csv".into(),
+                data: b"a,b\n1,2\n".to_vec(),
+            });
         let (_, text) = built(&n);
         assert!(text.contains("multipart/mixed"));
         assert!(text.contains("report.csv"));

@@ -118,7 +118,14 @@ const SMTP_KEYS: &[&str] = &[
     "helo_name",
     "timeouts",
 ];
-const TIMEOUT_KEYS: &[&str] = &["connect", "greeting", "command", "data_start", "data_block", "data_end"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "connect",
+    "greeting",
+    "command",
+    "data_start",
+    "data_block",
+    "data_end",
+];
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -151,7 +158,8 @@ impl Config {
 
     /// Parses YAML text with a custom variable lookup for `${VAR}`.
     pub fn from_yaml_str_with_env(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
-        let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
+        let value: Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
         Config::from_value(&value, env)
     }
 
@@ -159,8 +167,8 @@ impl Config {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::new("", format!("cannot read: {e}")).in_file(&shown))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read: {e}")).in_file(&shown))?;
         let mut config = Config::from_yaml_str(&text).map_err(|e| e.in_file(&shown))?;
         // Relative ca_file paths are relative to the file that names them.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -183,8 +191,11 @@ impl Config {
             let shown = path.as_ref().display().to_string();
             for p in config.providers {
                 if merged.providers.iter().any(|m| m.id == p.id) {
-                    return Err(ConfigError::new(format!("providers.{}", p.id), "defined in more than one file")
-                        .in_file(shown));
+                    return Err(ConfigError::new(
+                        format!("providers.{}", p.id),
+                        "defined in more than one file",
+                    )
+                    .in_file(shown));
                 }
                 merged.providers.push(p);
             }
@@ -219,7 +230,9 @@ impl Config {
         if let Some(version) = root.get("version") {
             let v = version.node(env).string()?;
             if v != "1.0" && v != "1" {
-                return Err(version.node(env).error(format!("unsupported version {v:?}: this build reads \"1.0\"")));
+                return Err(version.node(env).error(format!(
+                    "unsupported version {v:?}: this build reads \"1.0\""
+                )));
             }
             config.version = Some("1.0".into());
         }
@@ -227,7 +240,10 @@ impl Config {
             let providers = providers.node(env);
             for id in providers.keys()? {
                 let child = providers.get(id).ok_or_else(|| {
-                    ConfigError::new(format!("providers.{id}"), "is empty: expected provider settings")
+                    ConfigError::new(
+                        format!("providers.{id}"),
+                        "is empty: expected provider settings",
+                    )
                 })?;
                 match parse_provider(id, child.node(env))? {
                     Parsed::Email(p) => config.providers.push(*p),
@@ -253,20 +269,38 @@ impl Config {
                     format!(
                         "{} enabled providers ({}); choose one with --provider",
                         many.len(),
-                        many.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+                        many.iter()
+                            .map(|p| p.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )),
             },
             Some(name) => {
                 let Some(p) = self.providers.iter().find(|p| p.id == name) else {
                     let ids: Vec<&str> = self.providers.iter().map(|p| p.id.as_str()).collect();
-                    let hint = nearest(name, &ids).map(|s| format!("; did you mean `{s}`?")).unwrap_or_else(|| {
-                        format!("; configured: {}", if ids.is_empty() { "none".into() } else { ids.join(", ") })
-                    });
-                    return Err(ConfigError::new(format!("providers.{name}"), format!("no such email provider{hint}")));
+                    let hint = nearest(name, &ids)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_else(|| {
+                            format!(
+                                "; configured: {}",
+                                if ids.is_empty() {
+                                    "none".into()
+                                } else {
+                                    ids.join(", ")
+                                }
+                            )
+                        });
+                    return Err(ConfigError::new(
+                        format!("providers.{name}"),
+                        format!("no such email provider{hint}"),
+                    ));
                 };
                 if !p.enabled {
-                    return Err(ConfigError::new(format!("providers.{name}.enabled"), "this provider is disabled"));
+                    return Err(ConfigError::new(
+                        format!("providers.{name}.enabled"),
+                        "this provider is disabled",
+                    ));
                 }
                 Ok(p)
             }
@@ -305,10 +339,20 @@ fn parse_provider(id: &str, node: Node<'_, '_>) -> Result<Parsed, ConfigError> {
         None => true,
     };
     let name = node.get("name").map(|n| n.node(env).string()).transpose()?;
-    let description = node.get("description").map(|n| n.node(env).string()).transpose()?;
+    let description = node
+        .get("description")
+        .map(|n| n.node(env).string())
+        .transpose()?;
     let config = node.require("config", "the SMTP settings")?;
     let smtp = parse_smtp(config.node(env))?;
-    Ok(Parsed::Email(Box::new(ProviderConfig { id: id.to_owned(), name, description, kind, enabled, smtp })))
+    Ok(Parsed::Email(Box::new(ProviderConfig {
+        id: id.to_owned(),
+        name,
+        description,
+        kind,
+        enabled,
+        smtp,
+    })))
 }
 
 fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
@@ -331,28 +375,57 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
             }
         }
     }
-    let host = node.require("host", "the SMTP server host name")?.node(env).non_empty("host")?;
-    let port = node.require("port", "587 for STARTTLS, 465 for implicit TLS")?.node(env).number(1..=65535)? as u16;
+    let host = node
+        .require("host", "the SMTP server host name")?
+        .node(env)
+        .non_empty("host")?;
+    let port = node
+        .require("port", "587 for STARTTLS, 465 for implicit TLS")?
+        .node(env)
+        .number(1..=65535)? as u16;
     let auth = match node.get("auth") {
         None => AuthSetting::Auto,
-        Some(a) => match a.node(env).choice(&["auto", "plain", "login", "xoauth2", "none"])? {
+        Some(a) => match a
+            .node(env)
+            .choice(&["auto", "plain", "login", "xoauth2", "none"])?
+        {
             "auto" => AuthSetting::Auto,
             "none" => AuthSetting::None,
-            m => AuthSetting::Mechanism(Mechanism::from_name(m).ok_or_else(|| a.node(env).error("unknown mechanism"))?),
+            m => AuthSetting::Mechanism(
+                Mechanism::from_name(m).ok_or_else(|| a.node(env).error("unknown mechanism"))?,
+            ),
         },
     };
     let (user, pass) = if auth == AuthSetting::None {
         (
             node.get("user").map(|u| u.node(env).string()).transpose()?,
-            node.get("pass").map(|p| p.node(env).string().map(Secret::new)).transpose()?,
+            node.get("pass")
+                .map(|p| p.node(env).string().map(Secret::new))
+                .transpose()?,
         )
     } else {
-        let user = node.require("user", "the SMTP user name; or set `auth: none`")?.node(env).non_empty("user")?;
-        let pass = node.require("pass", "the SMTP password; use ${SMTP_PASSWORD} to read it from the environment")?;
-        (Some(user), Some(Secret::new(pass.node(env).non_empty("pass")?)))
+        let user = node
+            .require("user", "the SMTP user name; or set `auth: none`")?
+            .node(env)
+            .non_empty("user")?;
+        let pass = node.require(
+            "pass",
+            "the SMTP password; use ${SMTP_PASSWORD} to read it from the environment",
+        )?;
+        (
+            Some(user),
+            Some(Secret::new(pass.node(env).non_empty("pass")?)),
+        )
     };
-    let from = node.require("from", "the default sender address")?.node(env).non_empty("from")?;
-    let tls_skip_verify = node.get("tls_skip_verify").map(|n| n.node(env).boolean()).transpose()?.unwrap_or(false);
+    let from = node
+        .require("from", "the default sender address")?
+        .node(env)
+        .non_empty("from")?;
+    let tls_skip_verify = node
+        .get("tls_skip_verify")
+        .map(|n| n.node(env).boolean())
+        .transpose()?
+        .unwrap_or(false);
     let security = match node.get("security") {
         None => Security::Auto,
         Some(s) => match s.node(env).choice(&["auto", "starttls", "tls", "none"])? {
@@ -362,12 +435,22 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
             _ => Security::Auto,
         },
     };
-    let allow_insecure_auth = node.get("allow_insecure_auth").map(|n| n.node(env).boolean()).transpose()?.unwrap_or(false);
+    let allow_insecure_auth = node
+        .get("allow_insecure_auth")
+        .map(|n| n.node(env).boolean())
+        .transpose()?
+        .unwrap_or(false);
     if allow_insecure_auth && security != Security::None {
         let path = format!("{}.allow_insecure_auth", node.path());
-        return Err(ConfigError::new(path, "only allowed together with `security: none`"));
+        return Err(ConfigError::new(
+            path,
+            "only allowed together with `security: none`",
+        ));
     }
-    let ca_file = node.get("ca_file").map(|n| n.node(env).non_empty("ca_file").map(PathBuf::from)).transpose()?;
+    let ca_file = node
+        .get("ca_file")
+        .map(|n| n.node(env).non_empty("ca_file").map(PathBuf::from))
+        .transpose()?;
     let helo_name = match node.get("helo_name") {
         None => None,
         Some(h) => {
@@ -423,32 +506,59 @@ fn is_placeholder(value: &str) -> bool {
     value.len() > 2
         && value.starts_with('<')
         && value.ends_with('>')
-        && value[1..value.len() - 1].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && value[1..value.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 impl SmtpSettings {
     /// Checks what can only be checked before sending: the sender is an address and no
     /// placeholder of the examples (`<your-smtp-username>`) is left. `path` is the settings' path.
     pub fn check_ready(&self, path: &str) -> Result<Mailbox, ConfigError> {
-        for (key, value) in [("user", self.user.as_deref()), ("pass", self.pass.as_ref().map(Secret::expose))] {
+        for (key, value) in [
+            ("user", self.user.as_deref()),
+            ("pass", self.pass.as_ref().map(Secret::expose)),
+        ] {
             if let Some(v) = value.filter(|v| is_placeholder(v)) {
-                let shown = if key == "pass" { "<…>".to_owned() } else { v.to_owned() };
-                return Err(ConfigError::new(format!("{path}.{key}"), format!("still the placeholder {shown}: put the real value (or ${{ENV_VAR}}) here")));
+                let shown = if key == "pass" {
+                    "<…>".to_owned()
+                } else {
+                    v.to_owned()
+                };
+                return Err(ConfigError::new(
+                    format!("{path}.{key}"),
+                    format!(
+                        "still the placeholder {shown}: put the real value (or ${{ENV_VAR}}) here"
+                    ),
+                ));
             }
         }
         if is_placeholder(&self.from) {
-            return Err(ConfigError::new(format!("{path}.from"), format!("still the placeholder {}: put the sender address here", self.from)));
+            return Err(ConfigError::new(
+                format!("{path}.from"),
+                format!(
+                    "still the placeholder {}: put the sender address here",
+                    self.from
+                ),
+            ));
         }
-        self.from.parse::<Mailbox>().map_err(|e| ConfigError::new(format!("{path}.from"), e.to_string()))
+        self.from
+            .parse::<Mailbox>()
+            .map_err(|e| ConfigError::new(format!("{path}.from"), e.to_string()))
     }
 
     /// Client options for these settings: security, TLS trust, credentials, timeouts.
     /// Builds the TLS configuration, which logs a warning when `tls_skip_verify` is set.
     pub fn client_options(&self) -> crate::Result<ClientOptions> {
-        let tls = TlsConnector::new(&TlsSettings { skip_verify: self.tls_skip_verify, ca_file: self.ca_file.clone() })?;
+        let tls = TlsConnector::new(&TlsSettings {
+            skip_verify: self.tls_skip_verify,
+            ca_file: self.ca_file.clone(),
+        })?;
         let credentials = match (self.auth, &self.user, &self.pass) {
             (AuthSetting::None, _, _) => None,
-            (_, Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.clone()).map_err(crate::Error::from)?),
+            (_, Some(user), Some(pass)) => {
+                Some(Credentials::new(user.clone(), pass.clone()).map_err(crate::Error::from)?)
+            }
             _ => None,
         };
         Ok(ClientOptions {

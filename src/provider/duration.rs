@@ -5,17 +5,29 @@ use std::time::Duration;
 /// Parses a duration with a unit; a bare number is refused so `timeout: 30` is not ambiguous.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m, 500ms"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m, 500ms"))?;
     let unit_ms: u64 = match unit {
         "ms" => 1,
         "s" => 1000,
         "m" => 60 * 1000,
         "h" => 60 * 60 * 1000,
         "d" => 24 * 60 * 60 * 1000,
-        "" => return Err(format!("{text:?} needs a unit: ms, s, m, h or d (e.g. {text}s)")),
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m, h or d")),
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: ms, s, m, h or d (e.g. {text}s)"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(unit_ms)
         .map(Duration::from_millis)

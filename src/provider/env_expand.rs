@@ -2,7 +2,10 @@
 
 /// Expands `${VAR}` and `${VAR:-default}` (the default also applies when VAR is empty, as in
 /// the shell); `$$` is a literal `$`. `lookup` reads a variable. Errors name the variable.
-pub(crate) fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(
+    value: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(dollar) = rest.find('$') {
@@ -32,7 +35,10 @@ pub(crate) fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Re
         if !name_ok {
             return Err(format!("`${{{inner}}}` is not a valid variable reference (use ${{NAME}} or ${{NAME:-default}})"));
         }
-        match (lookup(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+        match (
+            lookup(name).filter(|v| !v.is_empty() || default.is_none()),
+            default,
+        ) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
@@ -62,11 +68,17 @@ mod tests {
     #[test]
     fn expansion() {
         assert_eq!(expand("${SMTP_PASSWORD}", &env).as_deref(), Ok("pw"));
-        assert_eq!(expand("a-${SMTP_PASSWORD}-b", &env).as_deref(), Ok("a-pw-b"));
+        assert_eq!(
+            expand("a-${SMTP_PASSWORD}-b", &env).as_deref(),
+            Ok("a-pw-b")
+        );
         assert_eq!(expand("${MISSING:-587}", &env).as_deref(), Ok("587"));
         assert_eq!(expand("${EMPTY:-x}", &env).as_deref(), Ok("x"));
         assert_eq!(expand("${EMPTY}", &env).as_deref(), Ok(""));
-        assert_eq!(expand("cost $5 and $$HOME", &env).as_deref(), Ok("cost $5 and $HOME"));
+        assert_eq!(
+            expand("cost $5 and $$HOME", &env).as_deref(),
+            Ok("cost $5 and $HOME")
+        );
         assert_eq!(expand("no vars", &env).as_deref(), Ok("no vars"));
     }
 

@@ -13,7 +13,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: None, path: path.into(), message: message.into() }
+        ConfigError {
+            file: None,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn in_file(mut self, file: impl Into<String>) -> ConfigError {

@@ -40,10 +40,19 @@ impl Mailer {
         let p = config.provider(provider)?;
         let from = p.smtp.check_ready(&format!("providers.{}.config", p.id))?;
         let options = p.smtp.client_options().map_err(|e| {
-            let key = if p.smtp.ca_file.is_some() { "ca_file" } else { "tls_skip_verify" };
+            let key = if p.smtp.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "tls_skip_verify"
+            };
             ConfigError::new(format!("providers.{}.config.{key}", p.id), e.to_string())
         })?;
-        Ok(Mailer { provider: p.id.clone(), settings: p.smtp.clone(), from, options })
+        Ok(Mailer {
+            provider: p.id.clone(),
+            settings: p.smtp.clone(),
+            from,
+            options,
+        })
     }
 
     /// Sends every session's lines to `transcript` (secrets redacted).
@@ -71,9 +80,15 @@ impl Mailer {
     pub async fn send(&self, notification: &Notification) -> Result<DeliveryReport> {
         let message = notification.build(&self.from)?;
         let started = Instant::now();
-        let mut conn = Connection::connect(&self.settings.host, self.settings.port, self.options.clone()).await?;
+        let mut conn = Connection::connect(
+            &self.settings.host,
+            self.settings.port,
+            self.options.clone(),
+        )
+        .await?;
         let tx = conn.send_mail(&message.envelope, &message.bytes).await?;
-        let report = DeliveryReport::new(&self.provider, &message.message_id, &tx, started.elapsed());
+        let report =
+            DeliveryReport::new(&self.provider, &message.message_id, &tx, started.elapsed());
         // The message is accepted; a failing QUIT changes nothing about that.
         let _ = conn.quit().await;
         Ok(report)

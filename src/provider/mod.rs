@@ -9,7 +9,9 @@ mod mailer;
 mod workflow;
 mod yaml_node;
 
-pub use config::{AuthSetting, Config, ProviderConfig, ProviderKind, SkippedProvider, SmtpSettings};
+pub use config::{
+    AuthSetting, Config, ProviderConfig, ProviderKind, SkippedProvider, SmtpSettings,
+};
 pub use error::ConfigError;
 pub use mailer::Mailer;
 pub use workflow::{EmailStep, Workflow, WorkflowStep};

@@ -60,7 +60,10 @@ pub(crate) fn parse_workflows(node: Node<'_, '_>) -> Result<Vec<Workflow>, Confi
     for item in node.items()? {
         let w = item.node(env);
         w.check_keys(WORKFLOW_KEYS)?;
-        let name = w.require("name", "the workflow's name")?.node(env).non_empty("name")?;
+        let name = w
+            .require("name", "the workflow's name")?
+            .node(env)
+            .non_empty("name")?;
         let mut steps = Vec::new();
         if let Some(list) = w.get("steps") {
             for step in list.node(env).items()? {
@@ -74,24 +77,42 @@ pub(crate) fn parse_workflows(node: Node<'_, '_>) -> Result<Vec<Workflow>, Confi
 
 fn parse_step(node: Node<'_, '_>) -> Result<WorkflowStep, ConfigError> {
     let env = node.env();
-    let task = node.require("task", "what the step does, e.g. notify")?.node(env).string()?;
-    let kind = node.get("type").map(|t| t.node(env).string()).transpose()?.unwrap_or_default();
+    let task = node
+        .require("task", "what the step does, e.g. notify")?
+        .node(env)
+        .string()?;
+    let kind = node
+        .get("type")
+        .map(|t| t.node(env).string())
+        .transpose()?
+        .unwrap_or_default();
     if task != "notify" || kind != "email" {
         return Ok(WorkflowStep::Skipped { task, kind });
     }
     let config = node.require("config", "the email to send")?;
     let c = config.node(env);
     c.check_keys(EMAIL_KEYS)?;
-    let providers = c.require("provider", "the provider to send through")?.node(env).strings()?;
-    let subject = c.require("subject", "the subject line")?.node(env).string()?;
+    let providers = c
+        .require("provider", "the provider to send through")?
+        .node(env)
+        .strings()?;
+    let subject = c
+        .require("subject", "the subject line")?
+        .node(env)
+        .string()?;
     let mailboxes = |key: &str| -> Result<Vec<Mailbox>, ConfigError> {
-        let Some(list) = c.get(key) else { return Ok(Vec::new()) };
+        let Some(list) = c.get(key) else {
+            return Ok(Vec::new());
+        };
         let list = list.node(env);
         let texts = list.strings()?;
         texts
             .iter()
             .enumerate()
-            .map(|(i, t)| t.parse::<Mailbox>().map_err(|e| ConfigError::new(format!("{}[{i}]", list.path()), e.to_string())))
+            .map(|(i, t)| {
+                t.parse::<Mailbox>()
+                    .map_err(|e| ConfigError::new(format!("{}[{i}]", list.path()), e.to_string()))
+            })
             .collect()
     };
     let to = mailboxes("to")?;
@@ -102,7 +123,12 @@ fn parse_step(node: Node<'_, '_>) -> Result<WorkflowStep, ConfigError> {
     }
     let from = match c.get("from") {
         None => None,
-        Some(f) => Some(f.node(env).string()?.parse().map_err(|e: crate::proto::InvalidInput| f.node(env).error(e.to_string()))?),
+        Some(f) => Some(
+            f.node(env)
+                .string()?
+                .parse()
+                .map_err(|e: crate::proto::InvalidInput| f.node(env).error(e.to_string()))?,
+        ),
     };
     let body = c.require("body", "`text` and/or `html`")?;
     let b = body.node(env);

@@ -27,7 +27,11 @@ impl<'a> Child<'a> {
     where
         'a: 's,
     {
-        Node { value: self.value, path: &self.path, env }
+        Node {
+            value: self.value,
+            path: &self.path,
+            env,
+        }
     }
 }
 
@@ -45,7 +49,11 @@ fn kind(value: &Value) -> &'static str {
 
 impl<'a, 'e> Node<'a, 'e> {
     pub(crate) fn root(value: &'a Value, env: Env<'e>) -> Node<'a, 'e> {
-        Node { value, path: "", env }
+        Node {
+            value,
+            path: "",
+            env,
+        }
     }
 
     pub(crate) fn path(&self) -> &str {
@@ -75,10 +83,16 @@ impl<'a, 'e> Node<'a, 'e> {
     /// The keys of a mapping, in file order; errors if this is not a mapping or a key is not a string.
     pub(crate) fn keys(&self) -> Result<Vec<&'a str>, ConfigError> {
         let Value::Mapping(map) = self.value else {
-            return Err(self.error(format!("expected a mapping of keys, found {}", kind(self.value))));
+            return Err(self.error(format!(
+                "expected a mapping of keys, found {}",
+                kind(self.value)
+            )));
         };
         map.keys()
-            .map(|k| k.as_str().ok_or_else(|| self.error(format!("keys must be strings, found {}", kind(k)))))
+            .map(|k| {
+                k.as_str()
+                    .ok_or_else(|| self.error(format!("keys must be strings, found {}", kind(k))))
+            })
             .collect()
     }
 
@@ -88,8 +102,13 @@ impl<'a, 'e> Node<'a, 'e> {
             if !allowed.contains(&key) {
                 let path = self.child_path(key);
                 let message = match nearest(key, allowed) {
-                    Some(suggestion) => format!("unknown key `{key}`; did you mean `{suggestion}`?"),
-                    None => format!("unknown key `{key}`; valid keys here: {}", allowed.join(", ")),
+                    Some(suggestion) => {
+                        format!("unknown key `{key}`; did you mean `{suggestion}`?")
+                    }
+                    None => format!(
+                        "unknown key `{key}`; valid keys here: {}",
+                        allowed.join(", ")
+                    ),
                 };
                 return Err(ConfigError::new(path, message));
             }
@@ -100,12 +119,20 @@ impl<'a, 'e> Node<'a, 'e> {
     /// The child at `key`, if present and not null.
     pub(crate) fn get(&self, key: &str) -> Option<Child<'a>> {
         let value = self.value.get(key)?;
-        (!value.is_null()).then(|| Child { value, path: self.child_path(key) })
+        (!value.is_null()).then(|| Child {
+            value,
+            path: self.child_path(key),
+        })
     }
 
     /// The child at `key`, or an error naming it as required.
     pub(crate) fn require(&self, key: &str, what: &str) -> Result<Child<'a>, ConfigError> {
-        self.get(key).ok_or_else(|| ConfigError::new(self.child_path(key), format!("missing required key ({what})")))
+        self.get(key).ok_or_else(|| {
+            ConfigError::new(
+                self.child_path(key),
+                format!("missing required key ({what})"),
+            )
+        })
     }
 
     /// Items of a list, each with its `[i]` path.
@@ -113,7 +140,14 @@ impl<'a, 'e> Node<'a, 'e> {
         let Value::Sequence(items) = self.value else {
             return Err(self.error(format!("expected a list, found {}", kind(self.value))));
         };
-        Ok(items.iter().enumerate().map(|(i, value)| Child { value, path: format!("{}[{i}]", self.path) }).collect())
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, value)| Child {
+                value,
+                path: format!("{}[{i}]", self.path),
+            })
+            .collect())
     }
 
     /// A scalar as text with `${VAR}` expanded. Numbers and booleans are accepted as text.
@@ -143,12 +177,19 @@ impl<'a, 'e> Node<'a, 'e> {
             Value::String(_) => self.string()?,
             other => return Err(self.error(format!("expected a number, found {}", kind(other)))),
         };
-        let n: u64 = text
-            .trim()
-            .parse()
-            .map_err(|_| self.error(format!("expected a whole number from {} to {}, found {text:?}", range.start(), range.end())))?;
+        let n: u64 = text.trim().parse().map_err(|_| {
+            self.error(format!(
+                "expected a whole number from {} to {}, found {text:?}",
+                range.start(),
+                range.end()
+            ))
+        })?;
         if !range.contains(&n) {
-            return Err(self.error(format!("{n} is out of range: expected {} to {}", range.start(), range.end())));
+            return Err(self.error(format!(
+                "{n} is out of range: expected {} to {}",
+                range.start(),
+                range.end()
+            )));
         }
         Ok(n)
     }
@@ -173,7 +214,11 @@ impl<'a, 'e> Node<'a, 'e> {
     /// One text or a list of texts.
     pub(crate) fn strings(&self) -> Result<Vec<String>, ConfigError> {
         match self.value {
-            Value::Sequence(_) => self.items()?.iter().map(|c| c.node(self.env).string()).collect(),
+            Value::Sequence(_) => self
+                .items()?
+                .iter()
+                .map(|c| c.node(self.env).string())
+                .collect(),
             _ => Ok(vec![self.string()?]),
         }
     }
@@ -186,7 +231,10 @@ impl<'a, 'e> Node<'a, 'e> {
         }
         Err(self.error(match nearest(&text, choices) {
             Some(s) => format!("unknown value {text:?}; did you mean `{s}`?"),
-            None => format!("unknown value {text:?}; expected one of: {}", choices.join(", ")),
+            None => format!(
+                "unknown value {text:?}; expected one of: {}",
+                choices.join(", ")
+            ),
         }))
     }
 }

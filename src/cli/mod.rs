@@ -1,0 +1,34 @@
+//! The command line: argument parsing and one module per command.
+
+pub mod check;
+pub mod exit;
+pub mod notify;
+pub mod output;
+pub mod send;
+
+use clap::{Parser, Subcommand};
+
+/// smtpkit: an SMTP client written from the wire up, and the `email.smtp` notification provider.
+#[derive(Parser, Debug)]
+#[command(
+    name = "smtpkit",
+    version,
+    about,
+    after_help = "Exit codes (sysexits): 0 sent, 64 usage, 65 bad address or message, 69 rejected permanently (5xx),
+75 temporary failure (4xx, connection, timeout), 76 protocol error, 77 auth failed or TLS unavailable,
+78 configuration error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Send one message through a configured provider.
+    Send(Box<send::SendArgs>),
+    /// Check a provider step by step: connect, TLS, EHLO, AUTH, QUIT, with advice on failure.
+    Check(check::CheckArgs),
+    /// Run the email notification steps of the configured workflows.
+    Notify(notify::NotifyArgs),
+}

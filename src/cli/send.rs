@@ -1,0 +1,165 @@
+//! `smtpkit send`: one message through one provider.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use smtpkit::message::{Attachment, Mailbox, Notification};
+use smtpkit::provider::{Config, Mailer};
+
+use super::exit;
+use super::output;
+
+/// Send one message.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  smtpkit send --config smtpkit.yaml --to approver@example.com \\
+      --subject \"Access Request Approval Required\" \\
+      --text \"A new access request requires your approval.\"
+  smtpkit send --config smtpkit.yaml --provider email-gmail --to a@example.com --cc b@example.com \\
+      --subject Report --html-file report.html --attach report.csv --json")]
+pub struct SendArgs {
+    /// Configuration file(s) in the provider YAML format.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    /// Provider to use (default: the only enabled one).
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// Sender (default: the provider's `from`).
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// Recipient(s).
+    #[arg(long, value_name = "ADDR", num_args = 1.., required = true)]
+    pub to: Vec<String>,
+    /// Copy recipient(s).
+    #[arg(long, value_name = "ADDR", num_args = 1..)]
+    pub cc: Vec<String>,
+    /// Hidden recipient(s): in the envelope, never in the headers.
+    #[arg(long, value_name = "ADDR", num_args = 1..)]
+    pub bcc: Vec<String>,
+    /// Subject line.
+    #[arg(long)]
+    pub subject: String,
+    /// Plain-text body.
+    #[arg(long, conflicts_with = "text_file")]
+    pub text: Option<String>,
+    /// Plain-text body from a file.
+    #[arg(long, value_name = "F")]
+    pub text_file: Option<PathBuf>,
+    /// HTML body.
+    #[arg(long, conflicts_with = "html_file")]
+    pub html: Option<String>,
+    /// HTML body from a file.
+    #[arg(long, value_name = "F")]
+    pub html_file: Option<PathBuf>,
+    /// File(s) to attach.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub attach: Vec<PathBuf>,
+    /// Print one JSON object with the result.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the SMTP conversation to stderr (secrets redacted).
+    #[arg(long)]
+    pub transcript: bool,
+}
+
+fn mailboxes(flag: &str, values: &[String]) -> Result<Vec<Mailbox>, String> {
+    values
+        .iter()
+        .map(|v| v.parse::<Mailbox>().map_err(|e| format!("--{flag}: {e}")))
+        .collect()
+}
+
+fn read_text(flag: &str, path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("--{flag} {}: {e}", path.display()))
+}
+
+fn notification(args: &SendArgs) -> Result<Notification, String> {
+    let text = match (&args.text, &args.text_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(read_text("text-file", f)?),
+        _ => None,
+    };
+    let html = match (&args.html, &args.html_file) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(f)) => Some(read_text("html-file", f)?),
+        _ => None,
+    };
+    if text.is_none() && html.is_none() && args.attach.is_empty() {
+        return Err("nothing to send: give --text, --text-file, --html or --html-file".into());
+    }
+    let attachments = args
+        .attach
+        .iter()
+        .map(|p| Attachment::from_file(p).map_err(|e| format!("--attach {}: {e}", p.display())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Notification {
+        from: args
+            .from
+            .as_ref()
+            .map(|f| f.parse().map_err(|e| format!("--from: {e}")))
+            .transpose()?,
+        to: mailboxes("to", &args.to)?,
+        cc: mailboxes("cc", &args.cc)?,
+        bcc: mailboxes("bcc", &args.bcc)?,
+        reply_to: None,
+        subject: args.subject.clone(),
+        text,
+        html,
+        attachments,
+    })
+}
+
+pub async fn run(args: SendArgs) -> u8 {
+    let config = match Config::from_files(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("✗ configuration: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let mut mailer = match Mailer::new(&config, args.provider.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("✗ configuration: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let notification = match notification(&args) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("✗ {e}");
+            return exit::DATA_ERR;
+        }
+    };
+    if args.transcript {
+        mailer = mailer.with_transcript(output::stderr_transcript());
+    }
+    match mailer.send(&notification).await {
+        Ok(report) => {
+            if args.json {
+                println!("{}", output::report_json(&report));
+            } else {
+                output::print_report(&report);
+            }
+            // Delivered to some, refused for others: the refusals decide the exit code.
+            report
+                .rejected()
+                .map(|r| {
+                    if r.reply.code >= 500 {
+                        exit::UNAVAILABLE
+                    } else {
+                        exit::TEMP_FAIL
+                    }
+                })
+                .fold(exit::OK, exit::worst)
+        }
+        Err(err) => {
+            if args.json {
+                println!("{}", output::error_json(mailer.provider(), &err));
+            } else {
+                output::print_error(mailer.provider(), &err);
+            }
+            exit::for_error(&err)
+        }
+    }
+}
