@@ -276,6 +276,9 @@ impl Error {
             (ErrorKind::Auth, _, _) | (ErrorKind::Rejected, Stage::Auth, _) => {
                 "Verify username and password; for Gmail and other providers with 2FA use an App Password; check that the account is not locked or suspended."
             }
+            (ErrorKind::Tls, _, _) if self.message.contains("InvalidContentType") || self.message.contains("corrupt message") => {
+                "The server answered in plain text, not TLS: this port expects STARTTLS. Set `security: starttls` (port 587), or use port 465 for implicit TLS."
+            }
             (ErrorKind::Tls, _, _) => {
                 "Update the system CA certificates, check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
             }
