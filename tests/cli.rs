@@ -30,6 +30,7 @@ providers:
       from: Notifier <noreply@example.com>
       security: none
       timeouts: {{connect: 5s, greeting: 5s, command: 5s, data_start: 5s, data_block: 5s, data_end: 5s}}
+      retry: {{attempts: 1}}
 {extra}
 workflows:
   - name: access-approval

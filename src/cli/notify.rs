@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Value};
 use smtpkit::message::Notification;
-use smtpkit::provider::{Config, EmailStep, Mailer, WorkflowStep};
+use smtpkit::provider::{Config, EmailStep, RouteTable, WorkflowStep};
 
 use super::exit;
 use super::output;
@@ -44,71 +44,47 @@ fn notification(step: &EmailStep) -> Notification {
     }
 }
 
-/// Sends one step through its providers in order; the next is tried only after a transient failure.
-async fn run_step(config: &Config, step: &EmailStep, transcript: bool) -> (u8, Value) {
-    let message = notification(step);
-    let mut attempts = Vec::new();
-    let mut code = exit::OK;
-    for provider in &step.providers {
-        let mailer = match Mailer::new(config, Some(provider)) {
-            Ok(m) => m,
-            Err(e) => {
-                let msg = format!("{}.config.provider: {e}", step.path);
-                eprintln!("    ✗ {msg}");
-                attempts.push(json!({"provider": provider, "ok": false, "error": {"kind": "config", "message": msg}}));
-                code = exit::CONFIG;
-                break;
+/// Sends one step through its providers (in order, with their fallbacks).
+async fn run_step(table: &RouteTable, step: &EmailStep) -> (u8, Value) {
+    let ids: Vec<&str> = step.providers.iter().map(String::as_str).collect();
+    let mailer = match table.mailer(&ids) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("    ✗ {}.config.provider: {e}", step.path);
+            return (
+                exit::CONFIG,
+                json!({"status": "failed", "path": step.path, "error": e.to_string()}),
+            );
+        }
+    };
+    match mailer.send(&notification(step)).await {
+        Ok(report) => {
+            println!(
+                "    ✓ sent via {}: {} ({} ms)",
+                report.provider,
+                output::reply_line(&report.final_reply),
+                report.duration.as_millis()
+            );
+            for r in report.rejected() {
+                let why = r
+                    .reply
+                    .as_ref()
+                    .map_or_else(|| "not tried".to_owned(), output::reply_line);
+                println!("    ✗ {} refused: {why}", r.address);
             }
-        };
-        let mailer = if transcript {
-            mailer.with_transcript(output::stderr_transcript())
-        } else {
-            mailer
-        };
-        match mailer.send(&message).await {
-            Ok(report) => {
-                println!(
-                    "    ✓ sent via {provider}: {} ({} ms)",
-                    output::reply_line(&report.final_reply),
-                    report.duration.as_millis()
-                );
-                for r in report.rejected() {
-                    println!(
-                        "    ✗ {} refused: {}",
-                        r.address,
-                        output::reply_line(&r.reply)
-                    );
-                }
-                code = report
-                    .rejected()
-                    .map(|r| {
-                        if r.reply.code >= 500 {
-                            exit::UNAVAILABLE
-                        } else {
-                            exit::TEMP_FAIL
-                        }
-                    })
-                    .fold(exit::OK, exit::worst);
-                attempts.push(output::report_json(&report));
-                return (
-                    code,
-                    json!({"status": "sent", "path": step.path, "attempts": attempts}),
-                );
-            }
-            Err(err) => {
-                output::print_error(provider, &err);
-                attempts.push(output::error_json(provider, &err));
-                code = exit::for_error(&err);
-                if !err.is_transient() {
-                    break;
-                }
-            }
+            (
+                output::report_exit(&report),
+                json!({"status": "sent", "path": step.path, "report": output::report_json(&report)}),
+            )
+        }
+        Err(err) => {
+            output::print_error(mailer.provider(), &err);
+            (
+                exit::for_error(&err.error),
+                json!({"status": "failed", "path": step.path, "result": output::error_json(mailer.provider(), &err)}),
+            )
         }
     }
-    (
-        code,
-        json!({"status": "failed", "path": step.path, "attempts": attempts}),
-    )
 }
 
 pub async fn run(args: NotifyArgs) -> u8 {
@@ -139,6 +115,27 @@ pub async fn run(args: NotifyArgs) -> u8 {
         }
         return exit::CONFIG;
     }
+    // One route per provider for the whole run: every step shares its pool and rate limit.
+    let mut ids: Vec<&str> = Vec::new();
+    for w in &workflows {
+        for step in &w.steps {
+            if let WorkflowStep::Email(e) = step {
+                for p in &e.providers {
+                    if !ids.contains(&p.as_str()) {
+                        ids.push(p);
+                    }
+                }
+            }
+        }
+    }
+    let transcript = args.transcript.then(output::stderr_transcript);
+    let table = match RouteTable::build(&config, &ids, transcript) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("✗ configuration: {e}");
+            return exit::CONFIG;
+        }
+    };
     let mut code = exit::OK;
     let mut results = Vec::new();
     for workflow in workflows {
@@ -154,7 +151,7 @@ pub async fn run(args: NotifyArgs) -> u8 {
                         email.subject,
                         to.join(", ")
                     );
-                    let (step_code, value) = run_step(&config, email, args.transcript).await;
+                    let (step_code, value) = run_step(&table, email).await;
                     code = exit::worst(code, step_code);
                     steps.push(value);
                 }
@@ -166,6 +163,7 @@ pub async fn run(args: NotifyArgs) -> u8 {
         }
         results.push(json!({"name": workflow.name, "steps": steps}));
     }
+    table.close().await;
     if args.json {
         println!("{}", json!({"ok": code == exit::OK, "workflows": results}));
     }

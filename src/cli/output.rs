@@ -2,8 +2,9 @@
 
 use serde_json::{json, Value};
 use smtpkit::client::{Direction, Transcript};
-use smtpkit::delivery::{DeliveryReport, RecipientStatus, ReplySummary};
-use smtpkit::Error;
+use smtpkit::delivery::{DeliveryError, DeliveryReport, RecipientStatus, ReplySummary};
+
+use super::exit;
 
 /// A transcript that prints each line to stderr as it happens.
 pub fn stderr_transcript() -> Transcript {
@@ -18,10 +19,12 @@ pub fn report_json(report: &DeliveryReport) -> Value {
     value
 }
 
-pub fn error_json(provider: &str, err: &Error) -> Value {
+pub fn error_json(provider: &str, failure: &DeliveryError) -> Value {
+    let err = &failure.error;
     json!({
         "ok": false,
         "provider": provider,
+        "message_id": failure.message_id,
         "error": {
             "kind": err.kind().as_str(),
             "stage": err.stage().as_str(),
@@ -31,8 +34,17 @@ pub fn error_json(provider: &str, err: &Error) -> Value {
             "outcome_unknown": err.is_outcome_unknown(),
             "hint": err.hint(),
         },
-        "recipients": err.recipients().iter().map(RecipientStatus::from).collect::<Vec<_>>(),
+        "recipients": failure.recipients,
+        "attempts": failure.attempts,
+        "duration_ms": failure.duration.as_millis() as u64,
     })
+}
+
+fn status_line(r: &RecipientStatus) -> String {
+    match &r.reply {
+        Some(reply) => reply_line(reply),
+        None => "not tried (an earlier step failed)".into(),
+    }
 }
 
 pub fn print_report(report: &DeliveryReport) {
@@ -48,15 +60,35 @@ pub fn print_report(report: &DeliveryReport) {
     if let Some(id) = &report.queue_id {
         println!("  queue id:   {id}");
     }
+    if report.attempts.len() > 1 {
+        print_attempts(&report.attempts);
+    }
     for r in report.rejected() {
-        println!("✗ {} refused: {}", r.address, reply_line(&r.reply));
+        println!("✗ {} refused: {}", r.address, status_line(r));
     }
 }
 
-pub fn print_error(provider: &str, err: &Error) {
-    eprintln!("✗ {provider}: {err}");
-    for r in err.recipients().iter().filter(|r| !r.accepted()) {
-        eprintln!("  {} refused: {}", r.address, r.reply);
+fn print_attempts(attempts: &[smtpkit::delivery::Attempt]) {
+    for a in attempts {
+        println!(
+            "  attempt {} via {}: {} ({})",
+            a.number, a.provider, a.result, a.detail
+        );
+    }
+}
+
+pub fn print_error(provider: &str, failure: &DeliveryError) {
+    let err = &failure.error;
+    eprintln!("✗ {provider}: {failure}");
+    if failure.attempts.len() > 1 {
+        print_attempts(&failure.attempts);
+    }
+    for r in failure
+        .recipients
+        .iter()
+        .filter(|r| !r.accepted && r.reply.is_some())
+    {
+        eprintln!("  {} refused: {}", r.address, status_line(r));
     }
     if let Some(hint) = err.hint() {
         eprintln!("  hint: {hint}");
@@ -68,4 +100,15 @@ pub fn reply_line(r: &ReplySummary) -> String {
         Some(e) => format!("{} {e} {}", r.code, r.text),
         None => format!("{} {}", r.code, r.text),
     }
+}
+
+/// Exit code of a delivery: 0 when every recipient got it, else the worst refusal's code.
+pub fn report_exit(report: &DeliveryReport) -> u8 {
+    report
+        .rejected()
+        .map(|r| match &r.reply {
+            Some(reply) if reply.code >= 500 => exit::UNAVAILABLE,
+            _ => exit::TEMP_FAIL,
+        })
+        .fold(exit::OK, exit::worst)
 }

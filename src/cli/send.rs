@@ -117,7 +117,8 @@ pub async fn run(args: SendArgs) -> u8 {
             return exit::CONFIG;
         }
     };
-    let mut mailer = match Mailer::new(&config, args.provider.as_deref()) {
+    let transcript = args.transcript.then(output::stderr_transcript);
+    let mailer = match Mailer::with_options(&config, args.provider.as_deref(), transcript) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("✗ configuration: {e}");
@@ -131,10 +132,7 @@ pub async fn run(args: SendArgs) -> u8 {
             return exit::DATA_ERR;
         }
     };
-    if args.transcript {
-        mailer = mailer.with_transcript(output::stderr_transcript());
-    }
-    match mailer.send(&notification).await {
+    let code = match mailer.send(&notification).await {
         Ok(report) => {
             if args.json {
                 println!("{}", output::report_json(&report));
@@ -142,16 +140,7 @@ pub async fn run(args: SendArgs) -> u8 {
                 output::print_report(&report);
             }
             // Delivered to some, refused for others: the refusals decide the exit code.
-            report
-                .rejected()
-                .map(|r| {
-                    if r.reply.code >= 500 {
-                        exit::UNAVAILABLE
-                    } else {
-                        exit::TEMP_FAIL
-                    }
-                })
-                .fold(exit::OK, exit::worst)
+            output::report_exit(&report)
         }
         Err(err) => {
             if args.json {
@@ -159,7 +148,10 @@ pub async fn run(args: SendArgs) -> u8 {
             } else {
                 output::print_error(mailer.provider(), &err);
             }
-            exit::for_error(&err)
+            exit::for_error(&err.error)
         }
-    }
+    };
+    // QUIT the pooled session politely.
+    mailer.close().await;
+    code
 }

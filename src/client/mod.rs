@@ -31,5 +31,6 @@ pub use options::ClientOptions;
 pub use timeouts::Timeouts;
 pub use tls::{CertificateSummary, Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
+pub(crate) use transcript::record_note;
 pub use transcript::{Direction, Transcript, TranscriptBuffer};
 pub use transport::Transport;

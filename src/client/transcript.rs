@@ -101,6 +101,11 @@ pub(crate) fn escape(line: &str) -> String {
     out
 }
 
+/// A note from a layer above the session (retries, rate limits).
+pub(crate) fn record_note(transcript: &Transcript, line: &str) {
+    record(Some(transcript), Direction::Info, line);
+}
+
 /// Sends a line to the hook (if any) and to `tracing`.
 pub(crate) fn record(transcript: Option<&Transcript>, direction: Direction, line: &str) {
     let line = escape(line);

@@ -1,11 +1,12 @@
-//! What happened to a message: per recipient, the server's final word, how long it took.
+//! What happened to a message: per recipient, each attempt, the server's final word.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::{RecipientResult, TransactionReport};
+use crate::client::RecipientResult;
 use crate::proto::Reply;
+use crate::Error;
 
 /// A server reply in a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,68 +29,106 @@ impl From<&Reply> for ReplySummary {
     }
 }
 
-/// What the server said to one recipient.
+/// What happened to one recipient in the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecipientStatus {
     /// The address.
     pub address: String,
-    /// True when the server accepted it.
+    /// True when a server accepted the message for it.
     pub accepted: bool,
-    /// The RCPT TO reply.
-    pub reply: ReplySummary,
+    /// The last RCPT TO reply, when the server got that far.
+    pub reply: Option<ReplySummary>,
+    /// The provider whose server gave that reply.
+    pub provider: Option<String>,
 }
 
-impl From<&RecipientResult> for RecipientStatus {
-    fn from(r: &RecipientResult) -> RecipientStatus {
+impl RecipientStatus {
+    pub(crate) fn from_result(r: &RecipientResult, provider: &str) -> RecipientStatus {
         RecipientStatus {
             address: r.address.to_string(),
             accepted: r.accepted(),
-            reply: (&r.reply).into(),
+            reply: Some((&r.reply).into()),
+            provider: Some(provider.to_owned()),
         }
     }
 }
 
-/// The outcome of one delivery: the message was accepted for at least one recipient.
+/// One try through one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The provider tried.
+    pub provider: String,
+    /// 1 for the first try through this provider.
+    pub number: u32,
+    /// How many recipients this try was for.
+    pub recipients: usize,
+    /// `sent`, `partial` (some recipients refused) or the error kind (`rejected`, `timeout`…).
+    pub result: String,
+    /// The server's reply or the error, in one line.
+    pub detail: String,
+    /// Time spent waiting for the rate limit before this try.
+    #[serde(serialize_with = "as_millis", rename = "rate_limit_wait_ms")]
+    pub rate_limit_wait: Duration,
+}
+
+/// The message was accepted for at least one recipient.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryReport {
-    /// The provider that delivered it.
+    /// The provider that delivered it (the last one, if recipients went through several).
     pub provider: String,
     /// The Message-ID, without angle brackets.
     pub message_id: String,
-    /// Each recipient with its reply; rejected ones did not get the message.
+    /// Every recipient with its final status; refused ones did not get the message.
     pub recipients: Vec<RecipientStatus>,
-    /// The reply to the final `.`.
+    /// The reply to the final `.` of the last successful transaction.
     pub final_reply: ReplySummary,
-    /// The queue id from the final reply, when recognisable.
+    /// The queue id from that reply, when recognisable.
     pub queue_id: Option<String>,
-    /// Time from connecting to the final reply.
+    /// Every try, in order.
+    pub attempts: Vec<Attempt>,
+    /// Time from the first try to the end.
     #[serde(serialize_with = "as_millis", rename = "duration_ms")]
     pub duration: Duration,
 }
 
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-}
-
 impl DeliveryReport {
-    pub(crate) fn new(
-        provider: &str,
-        message_id: &str,
-        tx: &TransactionReport,
-        duration: Duration,
-    ) -> DeliveryReport {
-        DeliveryReport {
-            provider: provider.to_owned(),
-            message_id: message_id.to_owned(),
-            recipients: tx.recipients().iter().map(RecipientStatus::from).collect(),
-            final_reply: tx.data_reply().into(),
-            queue_id: tx.queue_id(),
-            duration,
-        }
-    }
-
     /// Recipients that did not get the message.
     pub fn rejected(&self) -> impl Iterator<Item = &RecipientStatus> {
         self.recipients.iter().filter(|r| !r.accepted)
     }
+}
+
+/// The message was accepted for no recipient (or, for outcome unknown, maybe for all).
+#[derive(Debug)]
+pub struct DeliveryError {
+    /// The error that ended the delivery.
+    pub error: Error,
+    /// The Message-ID, without angle brackets.
+    pub message_id: String,
+    /// Every recipient with its final status.
+    pub recipients: Vec<RecipientStatus>,
+    /// Every try, in order.
+    pub attempts: Vec<Attempt>,
+    /// Time from the first try to the end.
+    pub duration: Duration,
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if self.attempts.len() > 1 {
+            write!(f, " (after {} attempts)", self.attempts.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
 }

@@ -8,6 +8,7 @@ use super::error::{nearest, ConfigError};
 use super::workflow::{parse_workflows, Workflow};
 use super::yaml_node::{Env, Node};
 use crate::client::{ClientOptions, Credentials, Security, Timeouts, TlsConnector, TlsSettings};
+use crate::delivery::{PoolSettings, RateLimits, RetryPolicy};
 use crate::message::Mailbox;
 use crate::proto::{ClientName, Mechanism, Secret};
 
@@ -51,6 +52,14 @@ pub struct SmtpSettings {
     pub helo_name: Option<ClientName>,
     /// `timeouts` (extension).
     pub timeouts: Timeouts,
+    /// `pool` (extension).
+    pub pool: PoolSettings,
+    /// `retry` (extension).
+    pub retry: RetryPolicy,
+    /// `rate_limit` (extension); all zero means no limit.
+    pub rate_limit: RateLimits,
+    /// `fallback` (extension): providers tried in order when this one fails transiently.
+    pub fallback: Vec<String>,
 }
 
 /// What the `provider:` key said.
@@ -117,7 +126,27 @@ const SMTP_KEYS: &[&str] = &[
     "ca_file",
     "helo_name",
     "timeouts",
+    "pool",
+    "retry",
+    "rate_limit",
+    "fallback",
 ];
+const POOL_KEYS: &[&str] = &[
+    "max_connections",
+    "max_messages_per_connection",
+    "idle_timeout",
+    "max_lifetime",
+    "health_check_after",
+    "checkout_timeout",
+];
+const RETRY_KEYS: &[&str] = &[
+    "attempts",
+    "initial_backoff",
+    "max_backoff",
+    "max_elapsed",
+    "retry_unknown_outcome",
+];
+const RATE_KEYS: &[&str] = &["per_second", "per_minute", "per_hour", "per_day"];
 const TIMEOUT_KEYS: &[&str] = &[
     "connect",
     "greeting",
@@ -462,7 +491,31 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
         None => Timeouts::default(),
         Some(t) => parse_timeouts(t.node(env))?,
     };
+    let pool = node
+        .get("pool")
+        .map(|p| parse_pool(p.node(env)))
+        .transpose()?
+        .unwrap_or_default();
+    let retry = node
+        .get("retry")
+        .map(|r| parse_retry(r.node(env)))
+        .transpose()?
+        .unwrap_or_default();
+    let rate_limit = node
+        .get("rate_limit")
+        .map(|r| parse_rate(r.node(env)))
+        .transpose()?
+        .unwrap_or_default();
+    let fallback = node
+        .get("fallback")
+        .map(|f| f.node(env).strings())
+        .transpose()?
+        .unwrap_or_default();
     Ok(SmtpSettings {
+        pool,
+        retry,
+        rate_limit,
+        fallback,
         host,
         port,
         user,
@@ -476,6 +529,76 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
         helo_name,
         timeouts,
     })
+}
+
+fn positive_duration(node: Node<'_, '_>) -> Result<std::time::Duration, ConfigError> {
+    let d = node.duration()?;
+    if d.is_zero() {
+        return Err(node.error("must be more than 0"));
+    }
+    Ok(d)
+}
+
+fn parse_pool(node: Node<'_, '_>) -> Result<PoolSettings, ConfigError> {
+    let env = node.env();
+    node.check_keys(POOL_KEYS)?;
+    let mut p = PoolSettings::default();
+    if let Some(v) = node.get("max_connections") {
+        p.max_connections = v.node(env).number(1..=1024)? as usize;
+    }
+    if let Some(v) = node.get("max_messages_per_connection") {
+        p.max_messages_per_connection = v.node(env).number(1..=1_000_000)? as usize;
+    }
+    for (key, slot) in [
+        ("idle_timeout", &mut p.idle_timeout),
+        ("max_lifetime", &mut p.max_lifetime),
+        ("health_check_after", &mut p.health_check_after),
+        ("checkout_timeout", &mut p.checkout_timeout),
+    ] {
+        if let Some(v) = node.get(key) {
+            *slot = positive_duration(v.node(env))?;
+        }
+    }
+    Ok(p)
+}
+
+fn parse_retry(node: Node<'_, '_>) -> Result<RetryPolicy, ConfigError> {
+    let env = node.env();
+    node.check_keys(RETRY_KEYS)?;
+    let mut r = RetryPolicy::default();
+    if let Some(v) = node.get("attempts") {
+        r.attempts = v.node(env).number(1..=100)? as u32;
+    }
+    for (key, slot) in [
+        ("initial_backoff", &mut r.initial_backoff),
+        ("max_backoff", &mut r.max_backoff),
+        ("max_elapsed", &mut r.max_elapsed),
+    ] {
+        if let Some(v) = node.get(key) {
+            *slot = positive_duration(v.node(env))?;
+        }
+    }
+    if let Some(v) = node.get("retry_unknown_outcome") {
+        r.retry_unknown_outcome = v.node(env).boolean()?;
+    }
+    Ok(r)
+}
+
+fn parse_rate(node: Node<'_, '_>) -> Result<RateLimits, ConfigError> {
+    let env = node.env();
+    node.check_keys(RATE_KEYS)?;
+    let mut l = RateLimits::default();
+    for (key, slot) in [
+        ("per_second", &mut l.per_second),
+        ("per_minute", &mut l.per_minute),
+        ("per_hour", &mut l.per_hour),
+        ("per_day", &mut l.per_day),
+    ] {
+        if let Some(v) = node.get(key) {
+            *slot = v.node(env).number(0..=u64::from(u32::MAX))? as u32;
+        }
+    }
+    Ok(l)
 }
 
 fn parse_timeouts(node: Node<'_, '_>) -> Result<Timeouts, ConfigError> {

@@ -1,15 +1,136 @@
-//! The Mailer: one provider's settings turned into deliveries.
+//! The Mailer: configured providers turned into deliveries, with pools, retries, rate limits
+//! and fallbacks.
 
-use std::time::Instant;
+use std::collections::HashMap;
 
-use super::config::{Config, SmtpSettings};
+use super::config::{Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
-use crate::client::{ClientOptions, Connection, Transcript};
-use crate::delivery::DeliveryReport;
+use crate::client::{ClientOptions, Transcript};
+use crate::delivery::{deliver, DeliveryError, DeliveryReport, Pool, RateLimiter, Route};
+use crate::error::Error;
 use crate::message::{Mailbox, Notification};
-use crate::Result;
 
-/// Sends notifications through one configured provider.
+/// The routes of a configuration, one per provider, built once so every sender through a
+/// provider shares its pool and its rate limiter.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: HashMap<String, Built>,
+}
+
+#[derive(Debug, Clone)]
+struct Built {
+    route: Route,
+    from: Mailbox,
+    settings: SmtpSettings,
+    options: ClientOptions,
+    fallback: Vec<String>,
+}
+
+fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Built, ConfigError> {
+    let from = p.smtp.check_ready(&format!("providers.{}.config", p.id))?;
+    let mut options = p.smtp.client_options().map_err(|e| {
+        let key = if p.smtp.ca_file.is_some() {
+            "ca_file"
+        } else {
+            "tls_skip_verify"
+        };
+        ConfigError::new(format!("providers.{}.config.{key}", p.id), e.to_string())
+    })?;
+    options.transcript = transcript.cloned();
+    let pool = Pool::new(&p.smtp.host, p.smtp.port, options.clone(), p.smtp.pool);
+    let limiter = (!p.smtp.rate_limit.is_unlimited()).then(|| RateLimiter::new(p.smtp.rate_limit));
+    let route = Route {
+        provider: p.id.clone(),
+        pool,
+        retry: p.smtp.retry,
+        limiter,
+        transcript: transcript.cloned(),
+    };
+    Ok(Built {
+        route,
+        from,
+        settings: p.smtp.clone(),
+        options,
+        fallback: p.smtp.fallback.clone(),
+    })
+}
+
+impl RouteTable {
+    /// Builds the routes of `ids` and, transitively, of their `fallback` providers.
+    pub fn build(
+        config: &Config,
+        ids: &[&str],
+        transcript: Option<Transcript>,
+    ) -> Result<RouteTable, ConfigError> {
+        let mut routes = HashMap::new();
+        let mut todo: Vec<(String, Option<String>)> =
+            ids.iter().map(|id| ((*id).to_owned(), None)).collect();
+        while let Some((id, named_by)) = todo.pop() {
+            if routes.contains_key(&id) {
+                continue;
+            }
+            let p = config.provider(Some(&id)).map_err(|e| match &named_by {
+                Some(by) => {
+                    ConfigError::new(format!("providers.{by}.config.fallback"), e.to_string())
+                }
+                None => e,
+            })?;
+            let built = build_route(p, transcript.as_ref())?;
+            for f in &built.fallback {
+                todo.push((f.clone(), Some(id.clone())));
+            }
+            routes.insert(id, built);
+        }
+        Ok(RouteTable { routes })
+    }
+
+    /// QUITs the idle sessions of every provider.
+    pub async fn close(&self) {
+        for b in self.routes.values() {
+            b.route.pool.close_idle().await;
+        }
+    }
+
+    /// A mailer trying `ids` in order, each followed by its fallbacks (each provider once).
+    pub fn mailer(&self, ids: &[&str]) -> Result<Mailer, ConfigError> {
+        let mut order: Vec<String> = Vec::new();
+        let mut stack: Vec<String> = ids.iter().rev().map(|s| (*s).to_owned()).collect();
+        while let Some(id) = stack.pop() {
+            if order.contains(&id) {
+                continue;
+            }
+            let built = self.routes.get(&id).ok_or_else(|| {
+                ConfigError::new(
+                    format!("providers.{id}"),
+                    "not built: name it when building the table",
+                )
+            })?;
+            for f in built.fallback.iter().rev() {
+                stack.push(f.clone());
+            }
+            order.push(id);
+        }
+        let first = order
+            .first()
+            .and_then(|id| self.routes.get(id))
+            .ok_or_else(|| ConfigError::new("providers", "no provider named"))?;
+        Ok(Mailer {
+            routes: order
+                .iter()
+                .filter_map(|id| self.routes.get(id))
+                .map(|b| b.route.clone())
+                .collect(),
+            from: first.from.clone(),
+            settings: first.settings.clone(),
+            options: first.options.clone(),
+        })
+    }
+}
+
+/// Sends notifications through a provider, its retries and its fallbacks.
+///
+/// Cheap to clone; clones share connections and rate limits, so one `Mailer` can serve many
+/// tasks at once.
 ///
 /// ```no_run
 /// use smtpkit::message::Notification;
@@ -22,75 +143,73 @@ use crate::Result;
 ///         .to("approver@example.com".parse()?)
 ///         .text("A new access request requires your approval."))
 ///     .await?;
-/// println!("{} accepted as {:?}", report.message_id, report.queue_id);
+/// println!("{} accepted as {:?} after {} attempt(s)", report.message_id, report.queue_id, report.attempts.len());
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Mailer {
-    provider: String,
-    settings: SmtpSettings,
+    routes: Vec<Route>,
     from: Mailbox,
+    settings: SmtpSettings,
     options: ClientOptions,
 }
 
 impl Mailer {
-    /// A mailer for the provider named `provider`, or the only enabled one when `None`.
+    /// A mailer for the provider named `provider` (or the only enabled one) and its fallbacks.
     /// Builds the TLS configuration now, so a bad `ca_file` is reported here.
     pub fn new(config: &Config, provider: Option<&str>) -> Result<Mailer, ConfigError> {
-        let p = config.provider(provider)?;
-        let from = p.smtp.check_ready(&format!("providers.{}.config", p.id))?;
-        let options = p.smtp.client_options().map_err(|e| {
-            let key = if p.smtp.ca_file.is_some() {
-                "ca_file"
-            } else {
-                "tls_skip_verify"
-            };
-            ConfigError::new(format!("providers.{}.config.{key}", p.id), e.to_string())
-        })?;
-        Ok(Mailer {
-            provider: p.id.clone(),
-            settings: p.smtp.clone(),
-            from,
-            options,
-        })
+        Mailer::with_options(config, provider, None)
     }
 
-    /// Sends every session's lines to `transcript` (secrets redacted).
-    pub fn with_transcript(mut self, transcript: Transcript) -> Mailer {
-        self.options.transcript = Some(transcript);
-        self
+    /// Like [`Mailer::new`], with every session's lines sent to `transcript` (secrets redacted).
+    pub fn with_options(
+        config: &Config,
+        provider: Option<&str>,
+        transcript: Option<Transcript>,
+    ) -> Result<Mailer, ConfigError> {
+        let id = config.provider(provider)?.id.clone();
+        RouteTable::build(config, &[&id], transcript)?.mailer(&[&id])
     }
 
-    /// The provider's id (its key under `providers:`).
+    /// The first provider's id.
     pub fn provider(&self) -> &str {
-        &self.provider
+        self.routes.first().map_or("", |r| r.provider.as_str())
     }
 
-    /// The provider's settings.
+    /// The providers tried, in order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The first provider's settings.
     pub fn settings(&self) -> &SmtpSettings {
         &self.settings
     }
 
-    /// Client options derived from the settings (for [`Connection::connect`]).
+    /// Client options of the first provider (for [`crate::client::Connection::connect`]).
     pub fn client_options(&self) -> &ClientOptions {
         &self.options
     }
 
-    /// Builds the message, connects, sends it, and says QUIT.
-    pub async fn send(&self, notification: &Notification) -> Result<DeliveryReport> {
-        let message = notification.build(&self.from)?;
-        let started = Instant::now();
-        let mut conn = Connection::connect(
-            &self.settings.host,
-            self.settings.port,
-            self.options.clone(),
-        )
-        .await?;
-        let tx = conn.send_mail(&message.envelope, &message.bytes).await?;
-        let report =
-            DeliveryReport::new(&self.provider, &message.message_id, &tx, started.elapsed());
-        // The message is accepted; a failing QUIT changes nothing about that.
-        let _ = conn.quit().await;
-        Ok(report)
+    /// Builds the message and delivers it: pooled sessions, retries of transient failures
+    /// (only for the recipients that failed), fallback providers, rate limits.
+    pub async fn send(&self, notification: &Notification) -> Result<DeliveryReport, DeliveryError> {
+        let message = notification
+            .build(&self.from)
+            .map_err(|error: Error| DeliveryError {
+                error,
+                message_id: String::new(),
+                recipients: Vec::new(),
+                attempts: Vec::new(),
+                duration: std::time::Duration::ZERO,
+            })?;
+        deliver(&self.routes, &message).await
+    }
+
+    /// QUITs the idle sessions of every provider (call before the program ends).
+    pub async fn close(&self) {
+        for r in &self.routes {
+            r.pool.close_idle().await;
+        }
     }
 }

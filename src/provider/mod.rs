@@ -13,5 +13,5 @@ pub use config::{
     AuthSetting, Config, ProviderConfig, ProviderKind, SkippedProvider, SmtpSettings,
 };
 pub use error::ConfigError;
-pub use mailer::Mailer;
+pub use mailer::{Mailer, RouteTable};
 pub use workflow::{EmailStep, Workflow, WorkflowStep};
