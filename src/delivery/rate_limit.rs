@@ -133,7 +133,8 @@ impl RateLimiter {
                     for b in &mut state.buckets {
                         b.tokens -= 1.0;
                     }
-                    return (started.elapsed(), held_by);
+                    let waited = if held_by.is_some() { started.elapsed() } else { Duration::ZERO };
+                    return (waited, held_by);
                 }
                 held_by = Some(window);
                 wait

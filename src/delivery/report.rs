@@ -36,6 +36,9 @@ pub struct RecipientStatus {
     pub address: String,
     /// True when a server accepted the message for it.
     pub accepted: bool,
+    /// True when the connection was lost after the whole message was sent, before the reply:
+    /// the server may or may not have it. Never retried unless `retry_unknown_outcome`.
+    pub outcome_unknown: bool,
     /// The last RCPT TO reply, when the server got that far.
     pub reply: Option<ReplySummary>,
     /// The provider whose server gave that reply.
@@ -43,10 +46,22 @@ pub struct RecipientStatus {
 }
 
 impl RecipientStatus {
+    /// A recipient no server has answered for yet.
+    pub(crate) fn untried(address: &crate::proto::Address) -> RecipientStatus {
+        RecipientStatus {
+            address: address.to_string(),
+            accepted: false,
+            outcome_unknown: false,
+            reply: None,
+            provider: None,
+        }
+    }
+
     pub(crate) fn from_result(r: &RecipientResult, provider: &str) -> RecipientStatus {
         RecipientStatus {
             address: r.address.to_string(),
             accepted: r.accepted(),
+            outcome_unknown: false,
             reply: Some((&r.reply).into()),
             provider: Some(provider.to_owned()),
         }

@@ -60,13 +60,28 @@ impl Ledger {
         }
     }
 
-    /// Recipients still worth trying: not accepted, and not refused permanently.
+    /// Marks `addresses` as possibly delivered.
+    fn mark_unknown(&mut self, addresses: &[Address], provider: &str) {
+        for (a, s) in &mut self.entries {
+            if addresses.contains(a) {
+                let status = s.get_or_insert_with(|| RecipientStatus::untried(a));
+                status.outcome_unknown = true;
+                status.provider = Some(provider.to_owned());
+            }
+        }
+    }
+
+    /// Recipients still worth trying: not accepted, not refused permanently, not possibly delivered.
     fn pending(&self) -> Vec<Address> {
         self.entries
             .iter()
             .filter(|(_, s)| match s {
                 None => true,
-                Some(s) => !s.accepted && s.reply.as_ref().is_none_or(|r| r.code < 500),
+                Some(s) => {
+                    !s.accepted
+                        && !s.outcome_unknown
+                        && s.reply.as_ref().is_none_or(|r| r.code < 500)
+                }
             })
             .map(|(a, _)| a.clone())
             .collect()
@@ -75,14 +90,7 @@ impl Ledger {
     fn finish(self) -> Vec<RecipientStatus> {
         self.entries
             .into_iter()
-            .map(|(a, s)| {
-                s.unwrap_or(RecipientStatus {
-                    address: a.to_string(),
-                    accepted: false,
-                    reply: None,
-                    provider: None,
-                })
-            })
+            .map(|(a, s)| s.unwrap_or_else(|| RecipientStatus::untried(&a)))
             .collect()
     }
 }
@@ -164,8 +172,15 @@ pub async fn deliver(
                     last_success = Some((route.provider.clone(), tx));
                 }
                 Err(err) => {
+                    // A recipient the server took at RCPT did not get the message when the
+                    // transaction failed later: it carries the transaction's error reply.
                     for r in err.recipients() {
-                        ledger.record(RecipientStatus::from_result(r, &route.provider));
+                        let mut status = RecipientStatus::from_result(r, &route.provider);
+                        if status.accepted {
+                            status.accepted = false;
+                            status.reply = err.reply().map(ReplySummary::from);
+                        }
+                        ledger.record(status);
                     }
                     let (result, detail) = summary(&err);
                     attempts.push(Attempt {
@@ -179,6 +194,7 @@ pub async fn deliver(
                     if err.is_outcome_unknown() && !route.retry.retry_unknown_outcome {
                         // The server may have the message: trying again, here or elsewhere,
                         // could deliver it twice. Report it and stop.
+                        ledger.mark_unknown(&pending, &route.provider);
                         last_error = Some(err);
                         break 'routes;
                     }

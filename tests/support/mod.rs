@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod fault_server;
 pub mod mock;
 pub mod real_servers;
