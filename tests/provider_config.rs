@@ -366,3 +366,48 @@ fn a_missing_ca_file_is_reported_at_load() {
         "{e}"
     );
 }
+
+#[test]
+fn delivery_extensions_are_read_with_defaults() {
+    let yaml = provider_yaml(&format!(
+        "{BASE}\npool: {{max_connections: 8, max_messages_per_connection: 50, idle_timeout: 10s, max_lifetime: 2m}}\nretry: {{attempts: 5, initial_backoff: 2s, max_backoff: 30s, retry_unknown_outcome: true}}\nrate_limit: {{per_second: 10, per_day: 500}}\nfallback: [email-sendgrid]"
+    ));
+    let p = parse(&yaml).expect("loads").providers.remove(0);
+    assert_eq!(p.smtp.pool.max_connections, 8);
+    assert_eq!(p.smtp.pool.max_messages_per_connection, 50);
+    assert_eq!(p.smtp.pool.idle_timeout, Duration::from_secs(10));
+    assert_eq!(p.smtp.pool.max_lifetime, Duration::from_secs(120));
+    assert_eq!(p.smtp.pool.health_check_after, Duration::from_secs(5), "default kept");
+    assert_eq!(p.smtp.retry.attempts, 5);
+    assert_eq!(p.smtp.retry.initial_backoff, Duration::from_secs(2));
+    assert!(p.smtp.retry.retry_unknown_outcome);
+    assert_eq!(p.smtp.rate_limit.per_second, 10);
+    assert_eq!(p.smtp.rate_limit.per_day, 500);
+    assert_eq!(p.smtp.rate_limit.per_minute, 0);
+    assert_eq!(p.smtp.fallback, ["email-sendgrid"]);
+
+    let defaults = parse(&provider_yaml(BASE)).expect("loads").providers.remove(0);
+    assert_eq!(defaults.smtp.pool.max_connections, 4);
+    assert_eq!(defaults.smtp.retry.attempts, 3);
+    assert!(!defaults.smtp.retry.retry_unknown_outcome);
+    assert!(defaults.smtp.rate_limit.is_unlimited());
+
+    for (extra, expected) in [
+        ("pool: {max_conections: 2}", "providers.email.config.pool.max_conections: unknown key `max_conections`; did you mean `max_connections`?"),
+        ("pool: {max_connections: 0}", "providers.email.config.pool.max_connections: 0 is out of range"),
+        ("retry: {attempts: 0}", "providers.email.config.retry.attempts: 0 is out of range"),
+        ("retry: {initial_backoff: 0s}", "providers.email.config.retry.initial_backoff: must be more than 0"),
+        ("rate_limit: {per_week: 3}", "providers.email.config.rate_limit.per_week: unknown key `per_week`"),
+    ] {
+        let e = err(&provider_yaml(&format!("{BASE}\n{extra}")));
+        assert!(e.starts_with(expected), "expected {expected:?}\n     got {e:?}");
+    }
+}
+
+#[test]
+fn an_unknown_fallback_provider_is_named() {
+    let yaml = "providers:\n  a:\n    provider: email\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test, fallback: [bakcup]}\n  backup:\n    provider: email\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n";
+    let config = parse(yaml).expect("loads");
+    let e = Mailer::new(&config, Some("a")).expect_err("unknown fallback").to_string();
+    assert!(e.starts_with("providers.a.config.fallback:") && e.contains("did you mean `backup`?"), "{e}");
+}
