@@ -10,6 +10,8 @@ mod error;
 pub mod message;
 pub mod proto;
 pub mod provider;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use error::{Error, ErrorKind, Result, Stage};
 

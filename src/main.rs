@@ -33,6 +33,8 @@ fn main() -> std::process::ExitCode {
             Command::Send(args) => cli::send::run(*args).await,
             Command::Check(args) => cli::check::run(args).await,
             Command::Notify(args) => cli::notify::run(args).await,
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
         }
     });
     std::process::ExitCode::from(code)

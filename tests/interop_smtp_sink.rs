@@ -154,21 +154,42 @@ async fn smtp_sink_faults_are_retried_only_when_transient() {
     for (flags, attempts, transient, stage) in cases {
         let mut all = vec!["-c"];
         all.extend_from_slice(flags);
-        let Some(sink) = SmtpSink::start("smtp_sink_faults", &all) else { return };
+        let Some(sink) = SmtpSink::start("smtp_sink_faults", &all) else {
+            return;
+        };
         let retry_attempts = attempts.max(if transient { attempts } else { 3 });
         let yaml = format!(
             "providers:\n  sink:\n    provider: email.smtp\n    config:\n      host: 127.0.0.1\n      port: {}\n      from: a@example.com\n      security: none\n      auth: none\n      timeouts: {{command: 400ms, data_start: 400ms, data_end: 2s}}\n      retry: {{attempts: {retry_attempts}, initial_backoff: 1ms, max_backoff: 5ms}}\n",
             sink.port
         );
-        let mailer = Mailer::new(&Config::from_yaml_str(&yaml).expect("config"), None).expect("mailer");
+        let mailer =
+            Mailer::new(&Config::from_yaml_str(&yaml).expect("config"), None).expect("mailer");
         let failure = mailer
-            .send(&Notification::new("fault").to("b@example.org".parse().expect("valid")).text("x"))
+            .send(
+                &Notification::new("fault")
+                    .to("b@example.org".parse().expect("valid"))
+                    .text("x"),
+            )
             .await
             .expect_err("the sink refuses");
         mailer.close().await;
-        assert_eq!(failure.error.is_transient(), transient, "{flags:?}: {}", failure.error);
+        assert_eq!(
+            failure.error.is_transient(),
+            transient,
+            "{flags:?}: {}",
+            failure.error
+        );
         assert_eq!(failure.error.stage(), stage, "{flags:?}: {}", failure.error);
-        assert_eq!(failure.attempts.len(), attempts, "{flags:?}: {:?}", failure.attempts);
-        assert_eq!(sink_message_count(&sink, 0), 0, "{flags:?}: nothing reached the sink");
+        assert_eq!(
+            failure.attempts.len(),
+            attempts,
+            "{flags:?}: {:?}",
+            failure.attempts
+        );
+        assert_eq!(
+            sink_message_count(&sink, 0),
+            0,
+            "{flags:?}: nothing reached the sink"
+        );
     }
 }

@@ -377,7 +377,11 @@ fn delivery_extensions_are_read_with_defaults() {
     assert_eq!(p.smtp.pool.max_messages_per_connection, 50);
     assert_eq!(p.smtp.pool.idle_timeout, Duration::from_secs(10));
     assert_eq!(p.smtp.pool.max_lifetime, Duration::from_secs(120));
-    assert_eq!(p.smtp.pool.health_check_after, Duration::from_secs(5), "default kept");
+    assert_eq!(
+        p.smtp.pool.health_check_after,
+        Duration::from_secs(5),
+        "default kept"
+    );
     assert_eq!(p.smtp.retry.attempts, 5);
     assert_eq!(p.smtp.retry.initial_backoff, Duration::from_secs(2));
     assert!(p.smtp.retry.retry_unknown_outcome);
@@ -386,7 +390,10 @@ fn delivery_extensions_are_read_with_defaults() {
     assert_eq!(p.smtp.rate_limit.per_minute, 0);
     assert_eq!(p.smtp.fallback, ["email-sendgrid"]);
 
-    let defaults = parse(&provider_yaml(BASE)).expect("loads").providers.remove(0);
+    let defaults = parse(&provider_yaml(BASE))
+        .expect("loads")
+        .providers
+        .remove(0);
     assert_eq!(defaults.smtp.pool.max_connections, 4);
     assert_eq!(defaults.smtp.retry.attempts, 3);
     assert!(!defaults.smtp.retry.retry_unknown_outcome);
@@ -408,6 +415,11 @@ fn delivery_extensions_are_read_with_defaults() {
 fn an_unknown_fallback_provider_is_named() {
     let yaml = "providers:\n  a:\n    provider: email\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test, fallback: [bakcup]}\n  backup:\n    provider: email\n    config: {host: h, port: 25, user: u, pass: p, from: a@b.test}\n";
     let config = parse(yaml).expect("loads");
-    let e = Mailer::new(&config, Some("a")).expect_err("unknown fallback").to_string();
-    assert!(e.starts_with("providers.a.config.fallback:") && e.contains("did you mean `backup`?"), "{e}");
+    let e = Mailer::new(&config, Some("a"))
+        .expect_err("unknown fallback")
+        .to_string();
+    assert!(
+        e.starts_with("providers.a.config.fallback:") && e.contains("did you mean `backup`?"),
+        "{e}"
+    );
 }

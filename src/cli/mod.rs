@@ -1,10 +1,12 @@
 //! The command line: argument parsing and one module per command.
 
 pub mod check;
+pub mod demo;
 pub mod exit;
 pub mod notify;
 pub mod output;
 pub mod send;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -31,4 +33,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run the email notification steps of the configured workflows.
     Notify(notify::NotifyArgs),
+    /// Run a local SMTP server that stores every message it receives (for testing workflows).
+    Serve(serve::ServeArgs),
+    /// Show the whole job with no mail account: local server, the spec's config and workflow.
+    Demo(demo::DemoArgs),
 }

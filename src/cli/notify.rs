@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Value};
-use smtpkit::message::Notification;
 use smtpkit::provider::{Config, EmailStep, RouteTable, WorkflowStep};
 
 use super::exit;
@@ -30,20 +29,6 @@ pub struct NotifyArgs {
     pub transcript: bool,
 }
 
-fn notification(step: &EmailStep) -> Notification {
-    Notification {
-        from: step.from.clone(),
-        to: step.to.clone(),
-        cc: step.cc.clone(),
-        bcc: step.bcc.clone(),
-        reply_to: None,
-        subject: step.subject.clone(),
-        text: step.text.clone(),
-        html: step.html.clone(),
-        attachments: Vec::new(),
-    }
-}
-
 /// Sends one step through its providers (in order, with their fallbacks).
 async fn run_step(table: &RouteTable, step: &EmailStep) -> (u8, Value) {
     let ids: Vec<&str> = step.providers.iter().map(String::as_str).collect();
@@ -57,7 +42,7 @@ async fn run_step(table: &RouteTable, step: &EmailStep) -> (u8, Value) {
             );
         }
     };
-    match mailer.send(&notification(step)).await {
+    match mailer.send(&step.notification()).await {
         Ok(report) => {
             println!(
                 "    ✓ sent via {}: {} ({} ms)",

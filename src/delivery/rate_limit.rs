@@ -133,7 +133,11 @@ impl RateLimiter {
                     for b in &mut state.buckets {
                         b.tokens -= 1.0;
                     }
-                    let waited = if held_by.is_some() { started.elapsed() } else { Duration::ZERO };
+                    let waited = if held_by.is_some() {
+                        started.elapsed()
+                    } else {
+                        Duration::ZERO
+                    };
                     return (waited, held_by);
                 }
                 held_by = Some(window);

@@ -150,3 +150,20 @@ fn parse_step(node: Node<'_, '_>) -> Result<WorkflowStep, ConfigError> {
         html,
     }))
 }
+
+impl EmailStep {
+    /// The notification this step sends.
+    pub fn notification(&self) -> crate::message::Notification {
+        crate::message::Notification {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            cc: self.cc.clone(),
+            bcc: self.bcc.clone(),
+            reply_to: None,
+            subject: self.subject.clone(),
+            text: self.text.clone(),
+            html: self.html.clone(),
+            attachments: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! One client session of the local server: commands in, replies out, pipelining-aware
+//! (replies are flushed only when no further command is already waiting, RFC 2920 §3.2).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use super::store::StoredMessage;
+use super::Shared;
+use crate::client::Transport;
+use crate::proto::DotUnstuffer;
+
+/// Why a session ended early.
+enum End {
+    /// The client went away, or I/O failed.
+    Gone,
+    /// The session ended cleanly (QUIT, idle timeout).
+    Done,
+}
+
+type Step<T = ()> = Result<T, End>;
+
+pub(super) struct Session {
+    shared: Arc<Shared>,
+    stream: Option<Box<dyn Transport>>,
+    peer: SocketAddr,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    tls: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    authenticated: Option<String>,
+    mail_from: Option<String>,
+    rcpts: Vec<String>,
+}
+
+fn parse_path(arg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
+    let rest = arg
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &arg[prefix.len()..])?;
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let close = rest.find('>')?;
+    let address = rest[..close].to_owned();
+    let params = rest[close + 1..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    Some((address, params))
+}
+
+impl Session {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        stream: Box<dyn Transport>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Session {
+        Session {
+            shared,
+            stream: Some(stream),
+            peer,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            tls,
+            helo: None,
+            esmtp: false,
+            authenticated: None,
+            mail_from: None,
+            rcpts: Vec::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let greeting = format!("220 {} ESMTP smtpkit", self.shared.config.hostname);
+        self.reply(&greeting);
+        let _ = self.serve().await;
+        let _ = self.flush().await;
+        if let Some(mut s) = self.stream.take() {
+            let _ = s.shutdown().await;
+        }
+    }
+
+    async fn serve(&mut self) -> Step {
+        loop {
+            let line = self.read_line().await?;
+            self.command(&line).await?;
+        }
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) -> Step {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let stream = self.stream.as_mut().ok_or(End::Gone)?;
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.shared.config.limits.idle_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Reads more input; flushes pending replies first only when no complete line is waiting.
+    async fn fill(&mut self) -> Step {
+        self.flush().await?;
+        let idle = self.shared.config.limits.idle_timeout;
+        let stream = self.stream.as_mut().ok_or(End::Gone)?;
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(End::Gone),
+            Ok(Ok(n)) => {
+                self.inbuf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(_) => {
+                self.reply("421 4.4.2 idle too long, closing");
+                Err(End::Done)
+            }
+        }
+    }
+
+    /// The next command line (without CRLF). Over-long lines are answered with 500 and skipped.
+    async fn read_line(&mut self) -> Step<String> {
+        let max = self.shared.config.limits.max_line_len;
+        let mut discarding = false;
+        loop {
+            if let Some(pos) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.inbuf.drain(..=pos).collect();
+                if discarding || raw.len() > max {
+                    self.reply("500 5.5.2 line too long");
+                    discarding = false;
+                    continue;
+                }
+                let line = String::from_utf8_lossy(&raw);
+                return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+            }
+            if self.inbuf.len() > max {
+                self.inbuf.clear();
+                discarding = true;
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn reset_transaction(&mut self) {
+        self.mail_from = None;
+        self.rcpts.clear();
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.shared.config.auth.is_some() && (self.tls || self.shared.config.allow_insecure_auth)
+    }
+
+    async fn command(&mut self, line: &str) -> Step {
+        let (verb, arg) = match line.split_once(' ') {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
+            None => (line.to_ascii_uppercase(), ""),
+        };
+        match verb.as_str() {
+            "EHLO" | "HELO" if arg.is_empty() => self.reply("501 5.5.4 a name is required"),
+            "EHLO" => {
+                self.reset_transaction();
+                self.helo = Some(arg.to_owned());
+                self.esmtp = true;
+                let config = &self.shared.config;
+                let mut lines = vec![
+                    format!("{} greets {arg}", config.hostname),
+                    "PIPELINING".to_owned(),
+                    format!("SIZE {}", config.limits.max_message_size),
+                    "8BITMIME".to_owned(),
+                    "SMTPUTF8".to_owned(),
+                    "ENHANCEDSTATUSCODES".to_owned(),
+                ];
+                if config.tls.is_some() && !self.tls {
+                    lines.push("STARTTLS".to_owned());
+                }
+                if self.auth_offered() {
+                    lines.push("AUTH PLAIN LOGIN".to_owned());
+                }
+                let last = lines.len() - 1;
+                for (i, l) in lines.iter().enumerate() {
+                    let sep = if i == last { ' ' } else { '-' };
+                    self.reply(&format!("250{sep}{l}"));
+                }
+            }
+            "HELO" => {
+                self.reset_transaction();
+                self.helo = Some(arg.to_owned());
+                self.esmtp = false;
+                let reply = format!("250 {}", self.shared.config.hostname);
+                self.reply(&reply);
+            }
+            "MAIL" => self.mail(arg),
+            "RCPT" => self.rcpt(arg),
+            "DATA" => self.data().await?,
+            "RSET" => {
+                self.reset_transaction();
+                self.reply("250 2.0.0 ok");
+            }
+            "NOOP" => self.reply("250 2.0.0 ok"),
+            "QUIT" => {
+                self.reply("221 2.0.0 bye");
+                return Err(End::Done);
+            }
+            "STARTTLS" => self.starttls().await?,
+            "AUTH" => self.auth(arg).await?,
+            "VRFY" => self.reply("252 2.5.2 cannot verify, but will accept"),
+            "HELP" => self.reply(
+                "214 2.0.0 smtpkit local server: EHLO MAIL RCPT DATA RSET NOOP QUIT STARTTLS AUTH",
+            ),
+            _ => self.reply("500 5.5.2 command not recognized"),
+        }
+        Ok(())
+    }
+
+    fn mail(&mut self, arg: &str) {
+        let config = &self.shared.config;
+        if self.helo.is_none() {
+            return self.reply("503 5.5.1 say EHLO first");
+        }
+        if config.auth.is_some() && self.authenticated.is_none() {
+            return self.reply("530 5.7.0 authentication required");
+        }
+        if self.mail_from.is_some() {
+            return self.reply("503 5.5.1 nested MAIL command");
+        }
+        let Some((from, params)) = parse_path(arg, "FROM:") else {
+            return self.reply("501 5.5.4 syntax: MAIL FROM:<address>");
+        };
+        for p in &params {
+            let (key, value) = p
+                .split_once('=')
+                .map_or((p.as_str(), None), |(k, v)| (k, Some(v)));
+            match key.to_ascii_uppercase().as_str() {
+                "SIZE" => match value.and_then(|v| v.parse::<usize>().ok()) {
+                    Some(n) if n > config.limits.max_message_size => {
+                        return self
+                            .reply("552 5.3.4 message size exceeds fixed maximum message size");
+                    }
+                    Some(_) => {}
+                    None => return self.reply("501 5.5.4 bad SIZE value"),
+                },
+                "BODY" | "SMTPUTF8" => {}
+                _ => return self.reply("555 5.5.4 unsupported MAIL parameter"),
+            }
+        }
+        self.mail_from = Some(from);
+        self.reply("250 2.1.0 sender ok");
+    }
+
+    fn rcpt(&mut self, arg: &str) {
+        if self.mail_from.is_none() {
+            return self.reply("503 5.5.1 need MAIL before RCPT");
+        }
+        let Some((to, _params)) = parse_path(arg, "TO:") else {
+            return self.reply("501 5.5.4 syntax: RCPT TO:<address>");
+        };
+        if to.is_empty() || !to.contains('@') {
+            return self.reply("501 5.1.3 bad recipient address syntax");
+        }
+        if self.rcpts.len() >= self.shared.config.limits.max_recipients {
+            return self.reply("452 4.5.3 too many recipients");
+        }
+        self.rcpts.push(to);
+        self.reply("250 2.1.5 recipient ok");
+    }
+
+    async fn data(&mut self) -> Step {
+        if self.mail_from.is_none() {
+            self.reply("503 5.5.1 need MAIL first");
+            return Ok(());
+        }
+        if self.rcpts.is_empty() {
+            self.reply("554 5.5.1 no valid recipients");
+            return Ok(());
+        }
+        self.reply("354 end data with <CR><LF>.<CR><LF>");
+        let max = self.shared.config.limits.max_message_size;
+        let mut decoder = DotUnstuffer::new();
+        let mut message = Vec::new();
+        let mut scratch = Vec::new();
+        let mut too_big = false;
+        loop {
+            let input = std::mem::take(&mut self.inbuf);
+            scratch.clear();
+            let end = decoder.decode(&input, &mut scratch);
+            if !too_big {
+                if message.len() + scratch.len() > max {
+                    too_big = true;
+                    message = Vec::new();
+                } else {
+                    message.extend_from_slice(&scratch);
+                }
+            }
+            if let Some(end) = end {
+                self.inbuf = input[end..].to_vec();
+                break;
+            }
+            self.fill().await?;
+        }
+        let from = self.mail_from.take().unwrap_or_default();
+        let rcpts = std::mem::take(&mut self.rcpts);
+        if too_big {
+            self.reply("552 5.3.4 message size exceeds fixed maximum message size");
+            return Ok(());
+        }
+        let id = self.shared.store.next_id();
+        let trace = self.trace(&id, &from, &rcpts);
+        match self.shared.store.write(&id, &trace, &message) {
+            Ok(path) => {
+                let stored = StoredMessage {
+                    id: id.clone(),
+                    path,
+                    mail_from: from,
+                    rcpt_to: rcpts,
+                    size: message.len(),
+                    authenticated_as: self.authenticated.clone(),
+                    tls: self.tls,
+                };
+                if let Some(hook) = &self.shared.on_message {
+                    hook(&stored);
+                }
+                self.reply(&format!("250 2.0.0 Ok: queued as {id}"));
+            }
+            Err(e) => {
+                tracing::error!("cannot store message {id}: {e}");
+                self.reply("451 4.3.0 cannot store the message, try again later");
+            }
+        }
+        Ok(())
+    }
+
+    /// `Received:` (RFC 5321 §4.4) and the envelope, above the message.
+    fn trace(&self, id: &str, from: &str, rcpts: &[String]) -> String {
+        let with = match (self.esmtp, self.tls, self.authenticated.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let date = mail_builder::headers::date::Date::now().to_rfc822();
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let to: Vec<String> = rcpts.iter().map(|r| format!("<{r}>")).collect();
+        format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (smtpkit) with {with} id {id};\r\n\t{date}\r\nX-Envelope-From: <{from}>\r\nX-Envelope-To: {}\r\n",
+            self.peer.ip(),
+            self.shared.config.hostname,
+            to.join(", ")
+        )
+    }
+
+    async fn starttls(&mut self) -> Step {
+        let Some(config) = self.shared.config.tls.clone() else {
+            self.reply("502 5.5.1 STARTTLS not available");
+            return Ok(());
+        };
+        if self.tls {
+            self.reply("503 5.5.1 already under TLS");
+            return Ok(());
+        }
+        // RFC 3207 §4.2 (and CVE-2011-0411): anything pipelined after STARTTLS is discarded.
+        self.inbuf.clear();
+        self.reply("220 2.0.0 ready to start TLS");
+        self.flush().await?;
+        let stream = self.stream.take().ok_or(End::Gone)?;
+        let accept = TlsAcceptor::from(config).accept(stream);
+        match tokio::time::timeout(self.shared.config.limits.idle_timeout, accept).await {
+            Ok(Ok(tls)) => {
+                self.stream = Some(Box::new(tls));
+                self.tls = true;
+                // RFC 3207 §4.2: forget everything from before TLS.
+                self.helo = None;
+                self.esmtp = false;
+                self.authenticated = None;
+                self.reset_transaction();
+                Ok(())
+            }
+            _ => Err(End::Gone),
+        }
+    }
+
+    async fn auth(&mut self, arg: &str) -> Step {
+        let Some((user, pass)) = self.shared.config.auth.clone() else {
+            self.reply("502 5.5.1 AUTH not available");
+            return Ok(());
+        };
+        if !self.tls && !self.shared.config.allow_insecure_auth {
+            self.reply("538 5.7.11 encryption required for requested authentication mechanism");
+            return Ok(());
+        }
+        if self.authenticated.is_some() {
+            self.reply("503 5.5.1 already authenticated");
+            return Ok(());
+        }
+        if self.mail_from.is_some() {
+            self.reply("503 5.5.1 AUTH not allowed during a mail transaction");
+            return Ok(());
+        }
+        let (mechanism, initial) = match arg.split_once(' ') {
+            Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().to_owned())),
+            None => (arg.to_ascii_uppercase(), None),
+        };
+        let credentials = match mechanism.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(i) => i,
+                    None => self.challenge("").await?,
+                };
+                match self.decode(&response) {
+                    Some(bytes) => {
+                        let mut parts = bytes.split(|&b| b == 0);
+                        let (_authzid, u, p) = (parts.next(), parts.next(), parts.next());
+                        u.zip(p)
+                            .map(|(u, p)| (String::from_utf8_lossy(u).into_owned(), p.to_vec()))
+                    }
+                    None => return Ok(()),
+                }
+            }
+            "LOGIN" => {
+                let u = match initial {
+                    Some(i) => i,
+                    None => self.challenge("VXNlcm5hbWU6").await?,
+                };
+                let Some(u) = self.decode(&u) else {
+                    return Ok(());
+                };
+                let p = self.challenge("UGFzc3dvcmQ6").await?;
+                let Some(p) = self.decode(&p) else {
+                    return Ok(());
+                };
+                Some((String::from_utf8_lossy(&u).into_owned(), p))
+            }
+            _ => {
+                self.reply("504 5.5.4 unrecognized authentication type");
+                return Ok(());
+            }
+        };
+        match credentials {
+            Some((u, p)) if u == user && constant_time_eq(&p, pass.expose().as_bytes()) => {
+                self.authenticated = Some(u);
+                self.reply("235 2.7.0 authentication successful");
+            }
+            _ => self.reply("535 5.7.8 authentication credentials invalid"),
+        }
+        Ok(())
+    }
+
+    /// Sends a 334 challenge and reads the answer.
+    async fn challenge(&mut self, text: &str) -> Step<String> {
+        self.reply(&format!("334 {text}"));
+        self.read_line().await
+    }
+
+    /// Base64 from the client; `*` or garbage end the exchange with a reply (RFC 4954 §4).
+    fn decode(&mut self, response: &str) -> Option<Vec<u8>> {
+        if response.trim() == "*" {
+            self.reply("501 5.7.0 authentication cancelled");
+            return None;
+        }
+        match BASE64.decode(response.trim()) {
+            Ok(bytes) => Some(bytes),
+            Err(_) => {
+                self.reply("501 5.5.2 cannot decode the response");
+                None
+            }
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("FROM:<a@b> SIZE=10", "FROM:"),
+            Some(("a@b".into(), vec!["SIZE=10".into()]))
+        );
+        assert_eq!(
+            parse_path("from: <>", "FROM:"),
+            Some((String::new(), vec![]))
+        );
+        assert_eq!(parse_path("TO:a@b", "TO:"), None);
+        assert_eq!(parse_path("FROM:<a@b", "FROM:"), None);
+    }
+}
