@@ -108,7 +108,8 @@ impl ServerConfig {
     }
 }
 
-type MessageHook = Arc<dyn Fn(&StoredMessage) + Send + Sync>;
+/// Called for every stored message (e.g. to print a line or notify a test).
+pub type MessageHook = Arc<dyn Fn(&StoredMessage) + Send + Sync>;
 
 pub(crate) struct Shared {
     config: ServerConfig,
@@ -131,7 +132,7 @@ impl Server {
     /// Like [`Server::bind`], calling `on_message` for every stored message.
     pub async fn bind_with(
         config: ServerConfig,
-        on_message: Option<Arc<dyn Fn(&StoredMessage) + Send + Sync>>,
+        on_message: Option<MessageHook>,
     ) -> std::io::Result<Server> {
         if config.implicit_tls && config.tls.is_none() {
             return Err(std::io::Error::new(
