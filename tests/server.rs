@@ -1,0 +1,548 @@
+//! The local capture server, driven by smtpkit's client, by raw pipelined input, and by an
+//! independent client (Python's smtplib); and `smtpkit serve` / `smtpkit demo` end to end.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtpkit::client::{
+    ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector, TlsSettings,
+};
+use smtpkit::proto::{Address, Command, Parameter, Secret};
+use smtpkit::server::{LocalCa, Server, ServerConfig, ServerLimits, StoredMessage};
+use smtpkit::ErrorKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+struct Running {
+    port: u16,
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    stored: mpsc::UnboundedReceiver<StoredMessage>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+
+    async fn next_message(&mut self) -> StoredMessage {
+        tokio::time::timeout(Duration::from_secs(10), self.stored.recv())
+            .await
+            .expect("stored in time")
+            .expect("a message")
+    }
+}
+
+async fn start(tls: bool, implicit: bool, auth: bool, limits: ServerLimits) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = LocalCa::generate(&["localhost".into(), "127.0.0.1".into()]).expect("ca");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).expect("write ca");
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().join("mail"),
+    );
+    config.limits = limits;
+    if tls {
+        config.tls = Some(ca.server_config);
+        config.implicit_tls = implicit;
+    }
+    if auth {
+        config.auth = Some(("user".into(), Secret::new("right-password")));
+    }
+    let (tx, stored) = mpsc::unbounded_channel();
+    let hook = Arc::new(move |m: &StoredMessage| {
+        let _ = tx.send(m.clone());
+    });
+    let server = Server::bind_with(config, Some(hook)).await.expect("bind");
+    let port = server.local_addr().port();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    Running {
+        port,
+        dir,
+        ca_file,
+        stored,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn client_options(ca_file: &Path, security: Security, password: Option<&str>) -> ClientOptions {
+    ClientOptions {
+        security,
+        tls: Some(
+            TlsConnector::new(&TlsSettings {
+                skip_verify: false,
+                ca_file: Some(ca_file.to_path_buf()),
+            })
+            .expect("tls"),
+        ),
+        tls_server_name: Some("localhost".into()),
+        credentials: password.map(|p| Credentials::new("user", Secret::new(p)).expect("valid")),
+        ..ClientOptions::default()
+    }
+}
+
+fn envelope(to: &[&str]) -> Envelope {
+    Envelope::new(
+        Address::new("from@example.com").expect("valid"),
+        to.iter()
+            .map(|a| Address::new(*a).expect("valid"))
+            .collect(),
+    )
+    .expect("envelope")
+}
+
+const MESSAGE: &[u8] = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nlast line\r\n";
+
+#[tokio::test]
+async fn starttls_auth_and_dot_unstuffing_with_the_smtpkit_client() {
+    let mut server = start(true, false, true, ServerLimits::default()).await;
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::StartTls, Some("right-password")),
+    )
+    .await
+    .expect("STARTTLS + AUTH");
+    assert!(conn.tls_info().is_some());
+    let report = conn
+        .send_mail(&envelope(&["a@example.org", "b@example.org"]), MESSAGE)
+        .await
+        .expect("sent");
+    let stored = server.next_message().await;
+    assert_eq!(report.queue_id().as_deref(), Some(stored.id.as_str()));
+    conn.quit().await.expect("quit");
+    assert_eq!(stored.mail_from, "from@example.com");
+    assert_eq!(stored.rcpt_to, ["a@example.org", "b@example.org"]);
+    assert!(stored.tls);
+    assert_eq!(stored.authenticated_as.as_deref(), Some("user"));
+    let file = std::fs::read_to_string(&stored.path).expect("stored file");
+    assert!(file.starts_with("Received: from "), "{file}");
+    assert!(file.contains("with ESMTPSA id"), "{file}");
+    assert!(file.contains("X-Envelope-From: <from@example.com>\r\nX-Envelope-To: <a@example.org>, <b@example.org>\r\n"));
+    assert!(
+        file.ends_with("Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nlast line\r\n"),
+        "unstuffed: {file:?}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(server.dir.path().join("mail"))
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the .eml, no temporary file: {leftovers:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn implicit_tls_with_auth() {
+    let mut server = start(true, true, true, ServerLimits::default()).await;
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::Tls, Some("right-password")),
+    )
+    .await
+    .expect("implicit TLS");
+    conn.send_mail(&envelope(&["a@example.org"]), MESSAGE)
+        .await
+        .expect("sent");
+    conn.quit().await.expect("quit");
+    assert!(server.next_message().await.tls);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn auth_failure_auth_required_and_no_auth_before_tls() {
+    let mut server = start(true, false, true, ServerLimits::default()).await;
+    let err = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::StartTls, Some("wrong")),
+    )
+    .await
+    .expect_err("wrong password");
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert_eq!(err.reply().map(|r| r.code().value()), Some(535));
+
+    // No AUTH: MAIL is refused with 530.
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::StartTls, None),
+    )
+    .await
+    .expect("connects");
+    let err = conn
+        .send_mail(&envelope(&["a@example.org"]), MESSAGE)
+        .await
+        .expect_err("530");
+    assert_eq!(err.reply().map(|r| r.code().value()), Some(530));
+    conn.quit().await.expect("quit");
+
+    // Before TLS, AUTH is neither offered nor accepted.
+    let mut plain = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::None, None),
+    )
+    .await
+    .expect("plain");
+    assert!(plain.capabilities().starttls());
+    assert!(plain.capabilities().auth_mechanisms().is_empty());
+    let reply = plain
+        .command(&Command::Auth {
+            mechanism: smtpkit::proto::MechanismName::new("PLAIN").expect("valid"),
+            initial_response: None,
+        })
+        .await
+        .expect("reply");
+    assert_eq!(reply.code().value(), 538);
+    plain.quit().await.expect("quit");
+    assert!(server.stored.try_recv().is_err(), "nothing stored");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn size_and_recipient_limits() {
+    let limits = ServerLimits {
+        max_message_size: 1000,
+        max_recipients: 2,
+        ..ServerLimits::default()
+    };
+    let mut server = start(false, false, false, limits).await;
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::None, None),
+    )
+    .await
+    .expect("plain");
+    assert_eq!(conn.capabilities().size_limit(), Some(1000));
+    // Announced too big: refused at MAIL.
+    let mail = Command::MailFrom {
+        from: Address::new("a@example.com").expect("valid").into(),
+        params: vec![Parameter::size(5000)],
+    };
+    assert_eq!(
+        conn.command(&mail).await.expect("reply").code().value(),
+        552
+    );
+    // Not announced, but too big: refused after the data.
+    let mail = Command::MailFrom {
+        from: Address::new("a@example.com").expect("valid").into(),
+        params: vec![],
+    };
+    assert_eq!(
+        conn.command(&mail).await.expect("reply").code().value(),
+        250
+    );
+    let rcpt = Command::RcptTo {
+        to: Address::new("b@example.org").expect("valid"),
+        params: vec![],
+    };
+    assert_eq!(
+        conn.command(&rcpt).await.expect("reply").code().value(),
+        250
+    );
+    assert_eq!(
+        conn.command(&Command::Data)
+            .await
+            .expect("reply")
+            .code()
+            .value(),
+        354
+    );
+    let big = vec![b'x'; 3000];
+    assert_eq!(
+        conn.send_body(&big).await.expect("reply").code().value(),
+        552
+    );
+    // Three recipients, limit two: the third gets 452, the message goes to two.
+    let report = conn
+        .send_mail(
+            &envelope(&["1@example.org", "2@example.org", "3@example.org"]),
+            MESSAGE,
+        )
+        .await
+        .expect("partial");
+    assert_eq!(
+        report
+            .rejected()
+            .map(|r| r.reply.code().value())
+            .collect::<Vec<_>>(),
+        [452]
+    );
+    conn.quit().await.expect("quit");
+    assert_eq!(server.next_message().await.rcpt_to.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_input_is_answered_in_order_and_long_lines_refused() {
+    let mut server = start(false, false, false, ServerLimits::default()).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let long = "x".repeat(5000);
+    let input = format!(
+        "EHLO raw.test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n..dot\r\nbody\r\n.\r\nNOOP {long}\r\nQUIT\r\n"
+    );
+    s.write_all(input.as_bytes())
+        .await
+        .expect("write all at once");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out);
+    let codes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() >= 4 && &l[3..4] == " ")
+        .map(|l| &l[..3])
+        .collect();
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "250", "354", "250", "500", "221"],
+        "{text}"
+    );
+    let stored = server.next_message().await;
+    let file = std::fs::read_to_string(&stored.path).expect("file");
+    assert!(file.ends_with("\r\n.dot\r\nbody\r\n"), "{file:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed_with_421() {
+    let limits = ServerLimits {
+        idle_timeout: Duration::from_millis(200),
+        ..ServerLimits::default()
+    };
+    let server = start(false, false, false, limits).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("220 ") && text.contains("421 4.4.2"),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+/// Python's smtplib, a client written by other people, against the server.
+fn python_client(script: &str) -> Option<std::process::Output> {
+    let python = support::real_servers::require_binary(
+        "server_python_client",
+        &["/usr/bin/python3"],
+        "python3",
+    )?;
+    Some(
+        std::process::Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("run python"),
+    )
+}
+
+#[tokio::test]
+async fn an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth() {
+    for implicit in [false, true] {
+        let mut server = start(true, implicit, true, ServerLimits::default()).await;
+        let connect = if implicit {
+            format!(
+                "s = smtplib.SMTP_SSL('127.0.0.1', {}, context=ctx, timeout=10)",
+                server.port
+            )
+        } else {
+            format!(
+                "s = smtplib.SMTP('127.0.0.1', {}, timeout=10); s.starttls(context=ctx)",
+                server.port
+            )
+        };
+        let script = format!(
+            "import smtplib, ssl\nctx = ssl.create_default_context(cafile={:?})\nctx.check_hostname = False\n{connect}\ns.login('user', 'right-password')\ns.sendmail('py@example.com', ['x@example.org'], 'Subject: from python\\r\\n\\r\\n.dot line\\r\\nhello\\r\\n')\ntry:\n    s.login('user', 'again')\nexcept smtplib.SMTPException as e:\n    print('second login refused', e)\ns.quit()\ns2 = {}\ntry:\n    s2.login('user', 'wrong')\nexcept smtplib.SMTPAuthenticationError as e:\n    print('AUTHFAIL', e.smtp_code)\n",
+            server.ca_file.display().to_string(),
+            connect.replace("s = ", "").replace("; s.starttls(context=ctx)", "")
+        );
+        let script = if implicit {
+            script
+        } else {
+            script
+                .replace("s2 = smtplib.SMTP(", "s2 = smtplib.SMTP(")
+                .replace(
+                    "\ntry:\n    s2.login",
+                    "\ns2.starttls(context=ctx)\ntry:\n    s2.login",
+                )
+        };
+        let Some(out) = tokio::task::spawn_blocking(move || python_client(&script))
+            .await
+            .expect("join")
+        else {
+            server.stop().await;
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("AUTHFAIL 535"), "{stdout}");
+        let stored = server.next_message().await;
+        assert_eq!(stored.rcpt_to, ["x@example.org"]);
+        assert_eq!(stored.authenticated_as.as_deref(), Some("user"));
+        let file = std::fs::read_to_string(&stored.path).expect("file");
+        assert!(
+            file.contains("Subject: from python\r\n\r\n.dot line\r\nhello\r\n"),
+            "{file:?}"
+        );
+        server.stop().await;
+    }
+}
+
+async fn smtpkit(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run")
+}
+
+#[tokio::test]
+async fn demo_delivers_the_spec_workflow_and_shows_everything() {
+    let out = tokio::time::timeout(Duration::from_secs(60), smtpkit(&["demo"]))
+        .await
+        .expect("demo in time");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "provider: email  # can use 'email' with platform: smtp",
+        "pass: ${SMTPKIT_DEMO_PASSWORD}",
+        "ca_file: ",
+        "C: STARTTLS",
+        "* TLS established",
+        "C: AUTH PLAIN <redacted>",
+        "\"ok\": true",
+        "\"queue_id\"",
+        "Subject: Access Request Approval Required",
+        "To: <approver@example.com>",
+        "A new access request requires your approval.",
+        "<h2>Access Request</h2><p>A new access request requires your approval.</p>",
+        "✓ demo:",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("tls_skip_verify: true"));
+}
+
+#[tokio::test]
+async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mail_dir = dir.path().join("mail");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--dir",
+            mail_dir.to_str().expect("utf-8"),
+            "--tls",
+            "self-signed",
+            "--auth",
+            "u:p",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let ca_file = mail_dir.join("smtpkit-local-ca.pem");
+    let mut conn = None;
+    for _ in 0..100 {
+        if ca_file.exists() {
+            let mut options = client_options(&ca_file, Security::StartTls, None);
+            options.credentials = Some(Credentials::new("u", Secret::new("p")).expect("valid"));
+            if let Ok(c) = Connection::connect("127.0.0.1", port, options).await {
+                conn = Some(c);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut conn = conn.expect("serve came up");
+    conn.send_mail(&envelope(&["a@example.org"]), MESSAGE)
+        .await
+        .expect("sent");
+    conn.quit().await.expect("quit");
+    let pid = child.id().expect("pid").to_string();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stops")
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "one line per message: {stdout}");
+    assert!(
+        stdout.contains("from=<from@example.com> to=<a@example.org>")
+            && stdout.contains("tls=yes auth=u"),
+        "{stdout}"
+    );
+    let emls = std::fs::read_dir(&mail_dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .count();
+    assert_eq!(emls, 1);
+
+    let out = smtpkit(&["serve", "--listen", "0.0.0.0:2525"]).await;
+    assert_eq!(out.status.code(), Some(64), "non-loopback needs --public");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--public"));
+}
