@@ -371,32 +371,33 @@ fn python_client(script: &str) -> Option<std::process::Output> {
 async fn an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth() {
     for implicit in [false, true] {
         let mut server = start(true, implicit, true, ServerLimits::default()).await;
-        let connect = if implicit {
-            format!(
-                "s = smtplib.SMTP_SSL('127.0.0.1', {}, context=ctx, timeout=10)",
-                server.port
-            )
+        let port = server.port;
+        // `open` makes an encrypted session in the server's TLS mode.
+        let open = if implicit {
+            format!("smtplib.SMTP_SSL('127.0.0.1', {port}, context=ctx, timeout=10)")
         } else {
-            format!(
-                "s = smtplib.SMTP('127.0.0.1', {}, timeout=10); s.starttls(context=ctx)",
-                server.port
-            )
+            format!("starttls(smtplib.SMTP('127.0.0.1', {port}, timeout=10))")
         };
         let script = format!(
-            "import smtplib, ssl\nctx = ssl.create_default_context(cafile={:?})\nctx.check_hostname = False\n{connect}\ns.login('user', 'right-password')\ns.sendmail('py@example.com', ['x@example.org'], 'Subject: from python\\r\\n\\r\\n.dot line\\r\\nhello\\r\\n')\ntry:\n    s.login('user', 'again')\nexcept smtplib.SMTPException as e:\n    print('second login refused', e)\ns.quit()\ns2 = {}\ntry:\n    s2.login('user', 'wrong')\nexcept smtplib.SMTPAuthenticationError as e:\n    print('AUTHFAIL', e.smtp_code)\n",
-            server.ca_file.display().to_string(),
-            connect.replace("s = ", "").replace("; s.starttls(context=ctx)", "")
+            r#"import smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+def starttls(s):
+    s.starttls(context=ctx)
+    return s
+s = {open}
+s.login('user', 'right-password')
+s.sendmail('py@example.com', ['x@example.org'], 'Subject: from python\r\n\r\n.dot line\r\nhello\r\n')
+s.quit()
+s2 = {open}
+try:
+    s2.login('user', 'wrong')
+except smtplib.SMTPAuthenticationError as e:
+    print('AUTHFAIL', e.smtp_code)
+s2.quit()
+"#,
+            ca = server.ca_file.display().to_string(),
         );
-        let script = if implicit {
-            script
-        } else {
-            script
-                .replace("s2 = smtplib.SMTP(", "s2 = smtplib.SMTP(")
-                .replace(
-                    "\ntry:\n    s2.login",
-                    "\ns2.starttls(context=ctx)\ntry:\n    s2.login",
-                )
-        };
         let Some(out) = tokio::task::spawn_blocking(move || python_client(&script))
             .await
             .expect("join")
