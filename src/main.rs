@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
             Command::Notify(args) => cli::notify::run(args).await,
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,
+            Command::Bench(args) => cli::bench::run(args).await,
         }
     });
     std::process::ExitCode::from(code)

@@ -1,6 +1,8 @@
 //! The command line: argument parsing and one module per command.
 
+pub mod bench;
 pub mod check;
+pub mod delay_proxy;
 pub mod demo;
 pub mod exit;
 pub mod notify;
@@ -37,4 +39,6 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Show the whole job with no mail account: local server, the spec's config and workflow.
     Demo(demo::DemoArgs),
+    /// Measure throughput against a server over reused connections.
+    Bench(bench::BenchArgs),
 }

@@ -45,6 +45,9 @@ pub struct ClientOptions {
     pub auth_mechanism: Option<Mechanism>,
     /// Allow AUTH over an unencrypted session. Only honoured with [`Security::None`].
     pub allow_insecure_auth: bool,
+    /// Send each command in lock-step even when the server offers PIPELINING (for
+    /// measurements and for servers that announce it but get it wrong).
+    pub disable_pipelining: bool,
 }
 
 impl ClientOptions {

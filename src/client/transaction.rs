@@ -139,7 +139,7 @@ impl Connection {
             })
             .collect();
 
-        let replies = if self.capabilities.pipelining() {
+        let replies = if self.capabilities.pipelining() && !self.options().disable_pipelining {
             self.pipelined_group(&mail, &rcpts).await?
         } else {
             self.lockstep_group(&mail, &rcpts, envelope).await?

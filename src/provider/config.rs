@@ -697,6 +697,7 @@ impl SmtpSettings {
                 _ => None,
             },
             allow_insecure_auth: self.allow_insecure_auth,
+            disable_pipelining: false,
         })
     }
 }

@@ -4,4 +4,5 @@
 pub mod certs;
 pub mod fault_server;
 pub mod mock;
+pub mod postfix_smtpd;
 pub mod real_servers;

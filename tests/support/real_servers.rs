@@ -1,10 +1,16 @@
 #![allow(dead_code)]
 //! Helpers for interoperability tests against real SMTP server binaries.
 //!
-//! Two servers are supported:
+//! Servers started here:
 //!
 //! * Postfix `smtp-sink` (Debian package `postfix`), see [`SmtpSink`].
 //! * `aiosmtpd` run with Debian's `/usr/bin/python3` (package `python3-aiosmtpd`), see [`AioSmtpd`].
+//! * `aiosmtpd` with TLS (STARTTLS or implicit) and AUTH PLAIN/LOGIN, driven by the script
+//!   `tests/support/aiosmtpd_server.py`, see [`AioSmtpdTls`]; every accepted message becomes a
+//!   file that [`AioSmtpdTls::wait_for_messages`] returns.
+//!
+//! A full private Postfix instance (smtpd with STARTTLS, implicit TLS and Cyrus SASL) lives in
+//! the sibling module `postfix_smtpd`, which reuses the helpers below.
 //!
 //! When a binary is missing the test is skipped with a visible `SKIPPED: ...` line on stderr,
 //! unless the environment variable `SMTPKIT_REAL_SERVERS=1` is set (as `.ci/run` does), in which
@@ -46,7 +52,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many times start-up is retried with a fresh port (e.g. when another process grabbed the
 /// port between [`free_port`] and the child's bind).
-const START_ATTEMPTS: usize = 3;
+pub(crate) const START_ATTEMPTS: usize = 3;
 
 /// Whether `SMTPKIT_REAL_SERVERS=1` is set.
 pub fn real_servers_required() -> bool {
@@ -59,7 +65,7 @@ pub fn real_servers_required() -> bool {
 ///
 /// `eprintln!` inside a test is captured by the libtest harness and only shown for failing
 /// tests; writing to `io::stderr()` directly bypasses the capture so skip lines stay visible.
-fn visible_line(line: &str) {
+pub(crate) fn visible_line(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
     let _ = err.flush();
@@ -76,7 +82,7 @@ fn install_command(apt_hint: &str) -> String {
 
 /// Reports a missing prerequisite: panics when real servers are required, otherwise prints the
 /// skip line.
-fn report_missing(test: &str, what: &str, details: &str, apt_hint: &str) {
+pub(crate) fn report_missing(test: &str, what: &str, details: &str, apt_hint: &str) {
     let install = install_command(apt_hint);
     if real_servers_required() {
         panic!(
@@ -85,6 +91,15 @@ fn report_missing(test: &str, what: &str, details: &str, apt_hint: &str) {
         );
     }
     visible_line(&format!("SKIPPED: {test}: {what} not found ({install})"));
+}
+
+/// Reports a prerequisite that is not about a missing package (e.g. not running as root):
+/// panics when real servers are required, otherwise prints `SKIPPED: <test>: <reason>`.
+pub(crate) fn report_unusable(test: &str, reason: &str) {
+    if real_servers_required() {
+        panic!("{test}: {reason}; {REAL_SERVERS_ENV}=1 requires the real servers");
+    }
+    visible_line(&format!("SKIPPED: {test}: {reason}"));
 }
 
 fn is_executable_file(path: &Path) -> bool {
@@ -153,7 +168,7 @@ pub fn free_port() -> u16 {
     panic!("free_port: could not find an unused loopback port after 100 attempts");
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     // /proc/self is owned by the effective uid of the process.
     if let Ok(meta) = fs::metadata("/proc/self") {
         return meta.uid() == 0;
@@ -169,8 +184,8 @@ fn running_as_root() -> bool {
 
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Creates a fresh private directory under the system temp dir.
-fn make_temp_dir(kind: &str) -> PathBuf {
+/// Creates a fresh directory `<temp dir>/smtpkit-<kind>-<pid of this process>-<n>`.
+pub(crate) fn make_temp_dir(kind: &str) -> PathBuf {
     let base = std::env::temp_dir();
     loop {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -183,13 +198,13 @@ fn make_temp_dir(kind: &str) -> PathBuf {
     }
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
-fn tail(text: &str, max_lines: usize) -> String {
+pub(crate) fn tail(text: &str, max_lines: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(max_lines)..].join("\n")
 }
@@ -208,15 +223,33 @@ enum Readiness {
     TimedOut,
 }
 
+/// How [`spawn_server_with`] decides that a freshly spawned server is ready.
+#[derive(Clone, Copy)]
+enum ReadyProbe {
+    /// A TCP connection to the port succeeds (the probe connection is closed right away).
+    Connect,
+    /// The log contains a line starting with this text (no probe connection is made, which
+    /// matters for implicit-TLS servers that would log a failed handshake otherwise).
+    LogLine(&'static str),
+}
+
 impl ServerProcess {
-    fn wait_ready(&mut self, port: u16) -> Readiness {
+    fn wait_ready(&mut self, port: u16, probe: ReadyProbe) -> Readiness {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Readiness::Exited(status);
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
+            let ready = match probe {
+                ReadyProbe::Connect => {
+                    TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok()
+                }
+                ReadyProbe::LogLine(prefix) => {
+                    self.log().lines().any(|line| line.starts_with(prefix))
+                }
+            };
+            if ready {
                 // Make sure it is our child that answered, not someone else on the same port.
                 return match self.child.try_wait() {
                     Ok(Some(status)) => Readiness::Exited(status),
@@ -274,6 +307,16 @@ fn spawn_server(
     kind: &'static str,
     make_command: impl Fn(u16, &Path) -> Command,
 ) -> (u16, ServerProcess) {
+    spawn_server_with(test, kind, ReadyProbe::Connect, make_command)
+}
+
+/// [`spawn_server`] with a choice of readiness probe.
+fn spawn_server_with(
+    test: &str,
+    kind: &'static str,
+    probe: ReadyProbe,
+    make_command: impl Fn(u16, &Path) -> Command,
+) -> (u16, ServerProcess) {
     let mut failures = Vec::new();
     for attempt in 1..=START_ATTEMPTS {
         let port = free_port();
@@ -302,10 +345,17 @@ fn spawn_server(
             dir,
             log_path,
         };
-        let problem = match server.wait_ready(port) {
+        let problem = match server.wait_ready(port, probe) {
             Readiness::Ready => return (port, server),
             Readiness::Exited(status) => format!("exited with {status}"),
-            Readiness::TimedOut => format!("not accepting connections after {STARTUP_TIMEOUT:?}"),
+            Readiness::TimedOut => match probe {
+                ReadyProbe::Connect => {
+                    format!("not accepting connections after {STARTUP_TIMEOUT:?}")
+                }
+                ReadyProbe::LogLine(prefix) => {
+                    format!("no {prefix:?} line in its output after {STARTUP_TIMEOUT:?}")
+                }
+            },
         };
         failures.push(format!(
             "attempt {attempt} on port {port}: {problem}; command: {command:?}; log:\n{}",
@@ -376,6 +426,32 @@ impl SmtpSink {
     }
 }
 
+/// Debian's python if it can import aiosmtpd; otherwise the skip/fail logic of
+/// [`require_binary`] (package `python3-aiosmtpd`) and `None`.
+fn python_with_aiosmtpd(test: &str) -> Option<PathBuf> {
+    let python = require_binary(test, &[DEBIAN_PYTHON], "python3-aiosmtpd")?;
+    let module_ok = Command::new(&python)
+        .args(["-c", "import aiosmtpd.smtp"])
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !module_ok {
+        report_missing(
+            test,
+            "aiosmtpd",
+            &format!("{} cannot import aiosmtpd", python.display()),
+            "python3-aiosmtpd",
+        );
+        return None;
+    }
+    Some(python)
+}
+
 /// A running aiosmtpd (Debian's `/usr/bin/python3 -m aiosmtpd`) on 127.0.0.1:<free port>,
 /// killed on Drop.
 ///
@@ -396,26 +472,7 @@ impl AioSmtpd {
     /// SMTPUTF8 or `-s SIZE`); `-n` (no setuid) is always passed. Same skip/fail logic as
     /// [`SmtpSink::start`]; waits (bounded, ~5 s) until the port accepts connections.
     pub fn start(test: &str, extra_args: &[&str]) -> Option<AioSmtpd> {
-        let python = require_binary(test, &[DEBIAN_PYTHON], "python3-aiosmtpd")?;
-        let module_ok = Command::new(&python)
-            .args(["-c", "import aiosmtpd"])
-            .env_remove("PYTHONPATH")
-            .env_remove("PYTHONHOME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !module_ok {
-            report_missing(
-                test,
-                "aiosmtpd",
-                &format!("{} cannot import aiosmtpd", python.display()),
-                "python3-aiosmtpd",
-            );
-            return None;
-        }
+        let python = python_with_aiosmtpd(test)?;
         let custom_class = extra_args
             .iter()
             .any(|a| *a == "-c" || a.starts_with("--class"));
@@ -459,6 +516,173 @@ impl AioSmtpd {
     }
 
     /// Path of the log file receiving aiosmtpd's stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.process.log_path
+    }
+}
+
+/// Path of `aiosmtpd_server.py`: `$CARGO_MANIFEST_DIR/tests/support/aiosmtpd_server.py`, or
+/// next to this source file when the support module is compiled into another crate.
+fn aiosmtpd_script() -> PathBuf {
+    let in_crate = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/aiosmtpd_server.py");
+    if in_crate.is_file() {
+        return in_crate;
+    }
+    Path::new(file!()).with_file_name("aiosmtpd_server.py")
+}
+
+/// Polls `dir` until it holds at least `n` files named `*.eml` (names starting with `.` are
+/// temporary files and ignored) or `timeout` passes; returns the contents of all `.eml` files
+/// present then (lossy UTF-8), sorted by file name. Fewer than `n` means the wait timed out.
+pub(crate) fn wait_for_eml_files(dir: &Path, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                        name.is_some_and(|n| n.ends_with(".eml") && !n.starts_with('.'))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.len() >= n || Instant::now() >= deadline {
+            names.sort();
+            return names.iter().map(|p| read_lossy(p)).collect();
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// TLS mode of an [`AioSmtpdTls`] server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AioTlsMode {
+    /// Plain listener; STARTTLS is offered and required before anything but
+    /// EHLO/HELO/NOOP/QUIT (`530 Must issue a STARTTLS command first`); AUTH only after it.
+    StartTls,
+    /// TLS from the first byte; no STARTTLS; AUTH offered right away.
+    Implicit,
+}
+
+/// aiosmtpd with TLS and AUTH on 127.0.0.1:<free port>: Debian's `/usr/bin/python3` running
+/// `tests/support/aiosmtpd_server.py` (see the script's docstring). Killed and reaped on Drop.
+///
+/// Command line:
+/// `/usr/bin/python3 aiosmtpd_server.py --host 127.0.0.1 --port <port> --cert <cert> --key <key>
+/// --mode starttls|implicit --user <user> --password <password> --maildir <tempdir>/maildir`.
+///
+/// * Greeting `220 localhost Python SMTP <version>`; EHLO advertises SIZE 33554432, 8BITMIME,
+///   STARTTLS (StartTls mode, before TLS) and, once the session is encrypted, `AUTH LOGIN PLAIN`.
+///   No PIPELINING, no SMTPUTF8, no ENHANCEDSTATUSCODES (though some replies carry codes).
+/// * Only `user`/`password` authenticates (`235 2.7.0`); anything else gets
+///   `535 5.7.8 Authentication credentials invalid`; MAIL before AUTH gets
+///   `530 5.7.0 Authentication required`; AUTH before STARTTLS gets
+///   `530 Must issue a STARTTLS command first`.
+/// * Each accepted message becomes `<maildir>/NNNNNN.eml` (6-digit counter from 000001, written
+///   to a temp name then renamed): `X-Mail-From: <reverse path>\r\n`,
+///   `X-Rcpt-To: <rcpt>, <rcpt>\r\n`, then the DATA content as received (dot-unstuffed, CRLF).
+///   See [`AioSmtpdTls::wait_for_messages`].
+///
+/// The certificate/key PEM files are read once at start-up (any key format OpenSSL loads:
+/// PKCS#8 `PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE KEY`); the certificate file
+/// may hold a chain. Readiness: the script prints `READY 127.0.0.1:<port>` once it listens (no
+/// probe connection is made).
+pub struct AioSmtpdTls {
+    pub port: u16,
+    /// Directory receiving the `.eml` files.
+    pub maildir: PathBuf,
+    pub mode: AioTlsMode,
+    process: ServerProcess,
+}
+
+impl AioSmtpdTls {
+    /// Starts `tests/support/aiosmtpd_server.py` (path via `env!("CARGO_MANIFEST_DIR")`) with
+    /// the given cert/key PEM paths and credentials, on a free port, and waits (bounded, ~5 s
+    /// per attempt, 3 attempts with fresh ports) for its `READY` line.
+    ///
+    /// Returns `None` (after the visible `SKIPPED:` line) when `/usr/bin/python3` or aiosmtpd
+    /// is missing and `SMTPKIT_REAL_SERVERS` is not 1; panics if they are missing and required,
+    /// or if the server does not start (e.g. unreadable certificate: the log says why).
+    pub fn start(
+        test: &str,
+        mode: AioTlsMode,
+        cert: &Path,
+        key: &Path,
+        user: &str,
+        password: &str,
+    ) -> Option<AioSmtpdTls> {
+        let python = python_with_aiosmtpd(test)?;
+        let script = aiosmtpd_script();
+        assert!(script.is_file(), "{test}: {} is missing", script.display());
+        let mode_arg = match mode {
+            AioTlsMode::StartTls => "starttls",
+            AioTlsMode::Implicit => "implicit",
+        };
+        let kind = match mode {
+            AioTlsMode::StartTls => "aiosmtpd-starttls",
+            AioTlsMode::Implicit => "aiosmtpd-implicit",
+        };
+        let (port, process) =
+            spawn_server_with(test, kind, ReadyProbe::LogLine("READY "), |port, dir| {
+                let mut cmd = Command::new(&python);
+                cmd.arg(&script)
+                    .args(["--host", "127.0.0.1", "--port"])
+                    .arg(port.to_string())
+                    .arg("--cert")
+                    .arg(cert)
+                    .arg("--key")
+                    .arg(key)
+                    .args(["--mode", mode_arg, "--user", user, "--password", password])
+                    .arg("--maildir")
+                    .arg(dir.join("maildir"));
+                cmd.env("PYTHONUNBUFFERED", "1")
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .env_remove("PYTHONPATH")
+                    .env_remove("PYTHONHOME");
+                cmd
+            });
+        let maildir = process.dir.join("maildir");
+        Some(AioSmtpdTls {
+            port,
+            maildir,
+            mode,
+            process,
+        })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Waits (bounded by `timeout`, polling every 25 ms) until at least `n` `.eml` files exist
+    /// in [`AioSmtpdTls::maildir`]; returns the contents of all of them sorted by name (=
+    /// arrival order). Returns fewer than `n` if the timeout passed: assert on the length.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<String> {
+        wait_for_eml_files(&self.maildir, n, timeout)
+    }
+
+    /// Process id of the python child.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// Everything the script wrote so far: the `READY` line, one `AUTH OK <mech> <user>` /
+    /// `AUTH FAILED <mech>` line per AUTH attempt and one `MESSAGE <n> from=<..> rcpts=<k>
+    /// bytes=<len>` line per message, plus Python/aiosmtpd errors on stderr.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Polls the log until it contains `needle` or `timeout` passes; returns whether it was seen.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.process.wait_for_log(needle, timeout)
+    }
+
+    /// Path of the log file receiving the script's stdout and stderr.
     pub fn log_path(&self) -> &Path {
         &self.process.log_path
     }

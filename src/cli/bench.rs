@@ -1,0 +1,285 @@
+//! `smtpkit bench`: end-to-end throughput against a server, over connections reused for
+//! many messages (like Postfix's `smtp-source -d`), optionally through an added round-trip time.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use smtpkit::client::{ClientOptions, Connection, Envelope, Security};
+use smtpkit::proto::{Address, ClientName};
+
+use super::delay_proxy;
+use super::exit;
+
+/// Whether to pipeline when the server offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pipelining {
+    /// Pipeline when offered (RFC 2920).
+    Auto,
+    /// Lock-step even when offered.
+    Off,
+}
+
+/// Measure throughput: send N generated messages over C reused connections.
+#[derive(Args, Debug)]
+#[command(after_help = "Example (Postfix's smtp-sink as the server):
+  smtp-sink -u nobody 127.0.0.1:2525 256 &
+  smtpkit bench --host 127.0.0.1 --port 2525 --count 20000 --concurrency 4 --size 2048
+  smtpkit bench --host 127.0.0.1 --port 2525 --count 500 --rtt 20 --json")]
+pub struct BenchArgs {
+    /// Server host.
+    #[arg(long)]
+    pub host: String,
+    /// Server port.
+    #[arg(long)]
+    pub port: u16,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Connections used in parallel, each reused for many messages.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Message size in bytes, headers included.
+    #[arg(long, default_value_t = 2048)]
+    pub size: usize,
+    /// Pipeline when offered, or not.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub pipelining: Pipelining,
+    /// Add this round-trip time (ms) with a built-in loopback delay proxy.
+    #[arg(long, value_name = "MS")]
+    pub rtt: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A message of about `size` bytes: a few headers and 76-character lines.
+pub fn generate_message(size: usize) -> Vec<u8> {
+    let mut m =
+        b"From: <bench@smtpkit.test>\r\nTo: <sink@smtpkit.test>\r\nSubject: smtpkit bench\r\n\
+Message-ID: <bench@smtpkit.test>\r\n\r\n"
+            .to_vec();
+    let line = [b'x'; 76];
+    while m.len() + 78 <= size {
+        m.extend_from_slice(&line);
+        m.extend_from_slice(b"\r\n");
+    }
+    while m.len() + 2 < size {
+        m.push(b'y');
+    }
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+/// User and system CPU time of this process so far (Linux `/proc/self/stat`, 100 Hz ticks).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, usize>,
+    connections: usize,
+}
+
+pub async fn run(args: BenchArgs) -> u8 {
+    if args.count == 0 || args.concurrency == 0 {
+        eprintln!("✗ --count and --concurrency must be at least 1");
+        return exit::USAGE;
+    }
+    let target: SocketAddr = match tokio::net::lookup_host((args.host.as_str(), args.port))
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(a)) => a,
+        _ => {
+            eprintln!("✗ cannot resolve {}:{}", args.host, args.port);
+            return exit::TEMP_FAIL;
+        }
+    };
+    let addr = match args.rtt {
+        Some(ms) => match delay_proxy::start(target, Duration::from_millis(ms)).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("✗ cannot start the delay proxy: {e}");
+                return exit::TEMP_FAIL;
+            }
+        },
+        None => target,
+    };
+    let options = ClientOptions {
+        security: Security::None,
+        client_name: ClientName::new("bench.smtpkit.test").ok(),
+        disable_pipelining: args.pipelining == Pipelining::Off,
+        ..ClientOptions::default()
+    };
+    let (Ok(from), Ok(to)) = (
+        Address::new("bench@smtpkit.test"),
+        Address::new("sink@smtpkit.test"),
+    ) else {
+        return exit::DATA_ERR;
+    };
+    let Ok(envelope) = Envelope::new(from, vec![to]) else {
+        return exit::DATA_ERR;
+    };
+    let message = Arc::new(generate_message(args.size));
+    let envelope = Arc::new(envelope);
+    let next = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let progress = if std::io::stderr().is_terminal() && !args.json {
+        let bar = indicatif::ProgressBar::new(args.count as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (options, message, envelope, next, tally, progress) = (
+            options.clone(),
+            message.clone(),
+            envelope.clone(),
+            next.clone(),
+            tally.clone(),
+            progress.clone(),
+        );
+        let host = addr.ip().to_string();
+        let port = addr.port();
+        workers.push(tokio::spawn(async move {
+            let mut conn: Option<Connection> = None;
+            let mut latencies = Vec::new();
+            let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+            let mut connections = 0;
+            // Bounded: each turn takes one of `count` tickets.
+            while next.fetch_add(1, Ordering::Relaxed) < args.count {
+                if conn.as_ref().is_none_or(|c| !c.is_usable()) {
+                    match Connection::connect(&host, port, options.clone()).await {
+                        Ok(c) => {
+                            connections += 1;
+                            conn = Some(c);
+                        }
+                        Err(e) => {
+                            *errors.entry(e.kind().as_str().to_owned()).or_default() += 1;
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = conn.as_mut() else { continue };
+                let t0 = Instant::now();
+                match c.send_mail(&envelope, &message).await {
+                    Ok(_) => latencies.push(t0.elapsed()),
+                    Err(e) => *errors.entry(e.kind().as_str().to_owned()).or_default() += 1,
+                }
+                if let Some(p) = &progress {
+                    p.inc(1);
+                }
+            }
+            if let Some(c) = conn {
+                let _ = c.quit().await;
+            }
+            if let Ok(mut t) = tally.lock() {
+                t.latencies.extend(latencies);
+                for (k, v) in errors {
+                    *t.errors.entry(k).or_default() += v;
+                }
+                t.connections += connections;
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_before.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let Ok(mut tally) = tally.lock().map(|mut t| std::mem::take(&mut *t)) else {
+        return exit::TEMP_FAIL;
+    };
+    tally.latencies.sort_unstable();
+    let sent = tally.latencies.len();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let msgs_per_sec = sent as f64 / secs;
+    let mb_per_sec = (sent * message.len()) as f64 / secs / 1e6;
+    let p50 = percentile(&tally.latencies, 50.0);
+    let p99 = percentile(&tally.latencies, 99.0);
+    let cpu_us_per_msg = cpu.map(|c| c.as_secs_f64() * 1e6 / sent.max(1) as f64);
+    let failed: usize = tally.errors.values().sum();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "sent": sent,
+                "failed": failed,
+                "seconds": secs,
+                "msgs_per_sec": msgs_per_sec,
+                "mb_per_sec": mb_per_sec,
+                "p50_ms": p50.as_secs_f64() * 1e3,
+                "p99_ms": p99.as_secs_f64() * 1e3,
+                "connections": tally.connections,
+                "errors": tally.errors,
+                "cpu_us_per_msg": cpu_us_per_msg,
+                "concurrency": args.concurrency,
+                "size": message.len(),
+                "rtt_ms": args.rtt,
+                "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
+            })
+        );
+    } else {
+        println!(
+            "{sent} sent, {failed} failed in {secs:.2} s: {msgs_per_sec:.0} msgs/s, {mb_per_sec:.2} MB/s; \
+             latency p50 {:.2} ms, p99 {:.2} ms; {} connection(s)",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            tally.connections
+        );
+        if let Some(cpu) = cpu_us_per_msg {
+            println!("client CPU: {cpu:.1} µs per message (user+sys)");
+        }
+        for (kind, n) in &tally.errors {
+            println!("  {n} × {kind}");
+        }
+    }
+    if failed > 0 {
+        exit::TEMP_FAIL
+    } else {
+        exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_messages_have_the_size_asked() {
+        for size in [200, 2048, 10_000] {
+            assert_eq!(generate_message(size).len(), size);
+        }
+    }
+}
