@@ -22,24 +22,11 @@ pub struct CheckArgs {
     #[arg(long, value_name = "NAME")]
     pub provider: Option<String>,
     /// Longest wait for any one step, e.g. 20s (the configured timeouts apply if shorter).
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = smtpkit::provider::parse_duration)]
     pub step_timeout: Duration,
     /// Print the SMTP conversation to stderr (secrets redacted).
     #[arg(long)]
     pub transcript: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 20s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit in {s:?}: use ms, s or m")),
-    }
 }
 
 fn ok(step: &str, detail: impl AsRef<str>) {

@@ -614,11 +614,7 @@ fn parse_timeouts(node: Node<'_, '_>) -> Result<Timeouts, ConfigError> {
         ("data_end", &mut t.data_end),
     ] {
         if let Some(v) = node.get(key) {
-            let d = v.node(env).duration()?;
-            if d.is_zero() {
-                return Err(v.node(env).error("a timeout of 0 would fail every command"));
-            }
-            *slot = d;
+            *slot = positive_duration(v.node(env))?;
         }
     }
     Ok(t)

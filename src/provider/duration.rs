@@ -2,8 +2,15 @@
 
 use std::time::Duration;
 
-/// Parses a duration with a unit; a bare number is refused so `timeout: 30` is not ambiguous.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses a duration with a unit (`500ms`, `30s`, `5m`, `1h`, `1d`); a bare number is
+/// refused so that `timeout: 30` is not ambiguous.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(smtpkit::provider::parse_duration("5m"), Ok(Duration::from_secs(300)));
+/// assert!(smtpkit::provider::parse_duration("30").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())

@@ -12,6 +12,7 @@ mod yaml_node;
 pub use config::{
     AuthSetting, Config, ProviderConfig, ProviderKind, SkippedProvider, SmtpSettings,
 };
+pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use mailer::{Mailer, RouteTable};
 pub use workflow::{EmailStep, Workflow, WorkflowStep};
