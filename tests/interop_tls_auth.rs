@@ -337,7 +337,7 @@ async fn send_and_notify_end_to_end_against_aiosmtpd() {
     );
     let headers = m
         .split("\r\n\r\n")
-        .nth(0)
+        .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
     assert!(
