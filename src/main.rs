@@ -5,7 +5,22 @@ mod cli;
 use clap::Parser;
 use cli::{exit, Cli, Command};
 
+/// Warnings (such as `tls_skip_verify` in use) go to stderr; `RUST_LOG=info` or `debug`
+/// shows more (rate-limit waits, retries, every wire line).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
+}
+
 fn main() -> std::process::ExitCode {
+    init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

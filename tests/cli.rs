@@ -437,3 +437,28 @@ async fn bad_address_exits_65() {
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(text(&out).contains("--to: address \"not-an-address\" is not valid"));
 }
+
+#[tokio::test]
+async fn tls_skip_verify_is_announced_with_a_warning() {
+    let mut script = ehlo_ok(&[]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        &dir,
+        server.port(),
+        &format!("{NO_AUTH}\n      tls_skip_verify: true"),
+    );
+    let out = smtpkit(&["check", "--config", &cfg]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("WARN") && shown.contains("tls_skip_verify is set"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("\x1b["),
+        "no colour codes when not on a terminal"
+    );
+    server.finish().await.assert_ok();
+}

@@ -31,7 +31,10 @@ const MECHANISMS: &[&str] = &["PLAIN", "plain", "LOGIN", "XOAUTH2", "CRAM-MD5", 
 
 fn exercise(caps: &Capabilities) {
     let name = caps.server_name();
-    assert!(!name.chars().any(char::is_whitespace), "server name {name:?}");
+    assert!(
+        !name.chars().any(char::is_whitespace),
+        "server name {name:?}"
+    );
 
     let mut keys = 0usize;
     for (keyword, params) in caps.iter() {
@@ -59,7 +62,10 @@ fn exercise(caps: &Capabilities) {
     assert_eq!(caps.starttls(), caps.has("STARTTLS"));
     assert_eq!(caps.eight_bit_mime(), caps.has("8BITMIME"));
     assert_eq!(caps.smtputf8(), caps.has("SMTPUTF8"));
-    assert_eq!(caps.enhanced_status_codes(), caps.has("ENHANCEDSTATUSCODES"));
+    assert_eq!(
+        caps.enhanced_status_codes(),
+        caps.has("ENHANCEDSTATUSCODES")
+    );
     assert_eq!(caps.chunking(), caps.has("CHUNKING"));
     assert_eq!(caps.dsn(), caps.has("DSN"));
     assert_eq!(caps.size(), caps.has("SIZE"));

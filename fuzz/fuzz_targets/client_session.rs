@@ -16,6 +16,7 @@
 
 #![no_main]
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
@@ -72,6 +73,12 @@ fn plan(input: &[u8]) -> Option<Plan<'_>> {
     })
 }
 
+/// `SMTPKIT_FUZZ_DEBUG=1` prints each step's result and the transcript, to triage an input.
+fn debug() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("SMTPKIT_FUZZ_DEBUG").is_some())
+}
+
 async fn client(stream: tokio::io::DuplexStream, plan: &Plan<'_>) {
     let (transcript, buffer) = Transcript::buffer();
     let options = ClientOptions {
@@ -85,7 +92,7 @@ async fn client(stream: tokio::io::DuplexStream, plan: &Plan<'_>) {
             data_end: STEP,
         },
         client_name: Some(ClientName::new("client.fuzz.example").expect("valid name")),
-        transcript: plan.transcript.then_some(transcript),
+        transcript: (plan.transcript || debug()).then_some(transcript),
         allow_insecure_auth: true,
         disable_pipelining: plan.disable_pipelining,
         ..ClientOptions::default()
@@ -95,17 +102,29 @@ async fn client(stream: tokio::io::DuplexStream, plan: &Plan<'_>) {
         Ok(conn) => conn,
         Err(e) => {
             let _ = (e.to_string(), e.kind(), e.stage(), e.reply(), e.hint());
+            if debug() {
+                eprintln!("connect: {e}");
+                eprintln!("{}", buffer.lines().join("\n"));
+            }
             return;
         }
     };
     let caps = conn.capabilities();
-    let _ = (caps.size_limit(), caps.auth_mechanisms().len(), conn.is_usable());
+    let _ = (
+        caps.size_limit(),
+        caps.auth_mechanisms().len(),
+        conn.is_usable(),
+    );
     let _ = format!("{conn:?}");
 
     if let Some(mechanism) = plan.auth {
         let credentials = Credentials::new("user@fuzz.example", Secret::new("p4ss word"))
             .expect("valid credentials");
-        if let Err(e) = conn.authenticate(&credentials, mechanism).await {
+        let result = conn.authenticate(&credentials, mechanism).await;
+        if debug() {
+            eprintln!("authenticate: {result:?}");
+        }
+        if let Err(e) = result {
             let _ = (e.to_string(), e.is_transient(), e.is_permanent());
         }
     }
@@ -116,8 +135,16 @@ async fn client(stream: tokio::io::DuplexStream, plan: &Plan<'_>) {
         Address::new("two@other.example").expect("valid address"),
     ];
     let envelope = Envelope::new(from, to).expect("valid envelope");
-    let message = if plan.eight_bit { MESSAGE_8BIT } else { MESSAGE };
-    match conn.send_mail(&envelope, message).await {
+    let message = if plan.eight_bit {
+        MESSAGE_8BIT
+    } else {
+        MESSAGE
+    };
+    let sent = conn.send_mail(&envelope, message).await;
+    if debug() {
+        eprintln!("send_mail: {sent:?}");
+    }
+    match sent {
         Ok(report) => {
             let _ = (report.mail_reply(), report.data_reply(), report.queue_id());
             assert!(report.recipients().len() <= 2);
@@ -129,9 +156,13 @@ async fn client(stream: tokio::io::DuplexStream, plan: &Plan<'_>) {
             let _ = (e.is_timeout(), e.is_tls());
         }
     }
-    let _ = conn.noop().await;
-    let _ = conn.quit().await;
-    let _ = buffer.lines();
+    let noop = conn.noop().await;
+    let quit = conn.quit().await;
+    let lines = buffer.lines();
+    if debug() {
+        eprintln!("noop: {noop:?}\nquit: {quit:?}");
+        eprintln!("{}", lines.join("\n"));
+    }
 }
 
 async fn server(stream: tokio::io::DuplexStream, plan: &Plan<'_>) {
@@ -186,7 +217,11 @@ fuzz_target!(|input: &[u8]| {
                 () = server(server_side, &plan) => {}
             }
         };
+        let start = tokio::time::Instant::now();
         let finished = tokio::time::timeout(SESSION_LIMIT, session).await;
+        if debug() {
+            eprintln!("session took {:?} of tokio time", start.elapsed());
+        }
         // Every wait of the client is bounded, so a session that needs more than
         // SESSION_LIMIT of tokio time means a missing or broken timeout.
         assert!(

@@ -77,13 +77,20 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(stuffed, dots_to_stuff(&normalised), "stuffed dot count");
     let (sized_wire, size) = DotStuffer::encode_sized(body);
     assert_eq!(sized_wire, whole);
-    assert_eq!(size, normalised.len(), "RFC 1870 size is the normalised body");
+    assert_eq!(
+        size,
+        normalised.len(),
+        "RFC 1870 size is the normalised body"
+    );
     assert_eq!(wire.len(), normalised.len() + stuffed + 3);
 
     // The wire form: CRLF only, ends with the terminator, which appears nowhere earlier.
     assert!(wire.ends_with(b".\r\n"));
     if wire.len() > 3 {
-        assert!(wire.ends_with(b"\r\n.\r\n"), "the body ends in CRLF before `.`");
+        assert!(
+            wire.ends_with(b"\r\n.\r\n"),
+            "the body ends in CRLF before `.`"
+        );
         let first = find(&wire, b"\r\n.\r\n");
         assert_eq!(first, Some(wire.len() - 5), "terminator before the end");
         assert!(!wire.starts_with(b".\r\n"), "terminator on the first line");
@@ -113,6 +120,13 @@ fuzz_target!(|input: &[u8]| {
         }
         offset += chunk.len();
     }
-    assert_eq!(end, Some(wire.len()), "decoder must end exactly at the terminator");
-    assert_eq!(decoded, normalised, "decoded body differs from the normalised input");
+    assert_eq!(
+        end,
+        Some(wire.len()),
+        "decoder must end exactly at the terminator"
+    );
+    assert_eq!(
+        decoded, normalised,
+        "decoded body differs from the normalised input"
+    );
 });

@@ -46,14 +46,22 @@ fn check_reply(reply: &Reply) {
     // Lossy decoding may grow a byte into U+FFFD (3 bytes), but never past that.
     assert!(total <= 3 * MAX_REPLY_BYTES);
     if let Some(enhanced) = reply.enhanced_code() {
-        assert_eq!(enhanced.class, code.class(), "enhanced class matches the code");
+        assert_eq!(
+            enhanced.class,
+            code.class(),
+            "enhanced class matches the code"
+        );
         assert!(enhanced.subject <= 999 && enhanced.detail <= 999);
         let _ = enhanced.to_string();
     }
     let shown = reply.to_string();
     assert!(shown.starts_with(&code.to_string()));
     let _ = reply.message();
-    let _ = (reply.is_positive(), reply.is_transient(), reply.is_permanent());
+    let _ = (
+        reply.is_positive(),
+        reply.is_transient(),
+        reply.is_permanent(),
+    );
 }
 
 /// Feeds `parts` one after another, draining replies after each, until an error.

@@ -64,7 +64,7 @@
 //! skipped with a visible `SKIPPED:` line, or fails when `SMTPKIT_REAL_SERVERS=1`.
 #![allow(dead_code)]
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -584,6 +584,19 @@ impl PostfixSmtpd {
         );
         write(&d.join("deliver.sh"), DELIVER_SH.as_bytes(), 0o755);
         write(&d.join("maillog"), b"", 0o644);
+
+        // Postfix re-reads a config file that changed within the last second, sleeping 300 ms
+        // up to 5 times, in every `postfix`/`postconf` process of `postfix start` (seconds of
+        // start-up). Backdating the files avoids that.
+        let past = std::time::SystemTime::now() - Duration::from_secs(120);
+        for file in ["etc/main.cf", "etc/master.cf"] {
+            let path = d.join(file);
+            File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(past))
+                .unwrap_or_else(|e| fail(&format!("set mtime of {}", path.display()), e));
+        }
     }
 
     /// Creates `etc/sasl/sasldb2` holding `user`/`password`, readable by the postfix group.

@@ -7,9 +7,12 @@
 //! * default ("pool"): one `AsyncSmtpTransport<Tokio1Executor>` built with `builder_dangerous`,
 //!   (no TLS: builder_dangerous defaults to plain TCP and no TLS feature is enabled), no auth, its connection pool with `max_size = concurrency`, shared by all tasks.
 //!   This is lettre as shipped: lettre 0.11 exposes no TCP_NODELAY switch for the transport.
-//! * `--nodelay`: lettre's own `AsyncSmtpConnection` (its public low-level API) over a tokio
-//!   `TcpStream` with TCP_NODELAY set by us, one connection per task, reused for many messages.
-//!   No pool (so also no pool health check before each message).
+//! * `--no-pool` ("conn"): lettre's own `AsyncSmtpConnection` (its public low-level API,
+//!   `connect_with_transport`) over a tokio `TcpStream` we connect, one connection per task,
+//!   reused for many messages. No pool, so no pool health check (NOOP) before each message.
+//! * `--nodelay` ("conn-nodelay"): as `--no-pool`, with TCP_NODELAY set on our stream. This is
+//!   the only way to get TCP_NODELAY under lettre 0.11's protocol code: the pooled transport
+//!   opens its own sockets and has no such setting.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,9 +33,10 @@ struct Opts {
     concurrency: usize,
     size: usize,
     nodelay: bool,
+    no_pool: bool,
 }
 
-const USAGE: &str = "usage: lettre-peer --host H --port P [--count N] [--concurrency C] [--size BYTES] [--nodelay]";
+const USAGE: &str = "usage: lettre-peer --host H --port P [--count N] [--concurrency C] [--size BYTES] [--no-pool] [--nodelay]";
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
@@ -42,6 +46,7 @@ fn parse_args() -> Result<Opts, String> {
         concurrency: 1,
         size: 2048,
         nodelay: false,
+        no_pool: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -56,7 +61,11 @@ fn parse_args() -> Result<Opts, String> {
                     .map_err(|e| format!("--concurrency: {e}"))?
             }
             "--size" => o.size = value("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
-            "--nodelay" => o.nodelay = true,
+            "--nodelay" => {
+                o.nodelay = true;
+                o.no_pool = true;
+            }
+            "--no-pool" => o.no_pool = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -142,7 +151,7 @@ async fn run_pool(o: &Opts, envelope: Envelope, message: Arc<Vec<u8>>) -> Outcom
     collect(handles).await
 }
 
-async fn run_nodelay(o: &Opts, envelope: Envelope, message: Arc<Vec<u8>>) -> Outcome {
+async fn run_connections(o: &Opts, envelope: Envelope, message: Arc<Vec<u8>>) -> Outcome {
     let addr: SocketAddr = match tokio::net::lookup_host((o.host.as_str(), o.port)).await {
         Ok(mut a) => match a.next() {
             Some(a) => a,
@@ -154,7 +163,7 @@ async fn run_nodelay(o: &Opts, envelope: Envelope, message: Arc<Vec<u8>>) -> Out
     let mut handles = Vec::with_capacity(o.concurrency);
     for _ in 0..o.concurrency {
         let (tickets, envelope, message) = (tickets.clone(), envelope.clone(), message.clone());
-        let count = o.count;
+        let (count, nodelay) = (o.count, o.nodelay);
         handles.push(tokio::spawn(async move {
             let mut out = Outcome { sent: 0, failed: 0, first_error: None };
             let hello = ClientId::Domain("lettre-peer.test".to_owned());
@@ -170,8 +179,10 @@ async fn run_nodelay(o: &Opts, envelope: Envelope, message: Arc<Vec<u8>>) -> Out
                             continue;
                         }
                     };
-                    if let Err(e) = stream.set_nodelay(true) {
-                        out.first_error.get_or_insert_with(|| format!("set_nodelay: {e}"));
+                    if nodelay {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            out.first_error.get_or_insert_with(|| format!("set_nodelay: {e}"));
+                        }
                     }
                     match AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello).await {
                         Ok(c) => conn = Some(c),
@@ -249,8 +260,8 @@ async fn main() -> ExitCode {
 
     let cpu0 = cpu_ticks();
     let t0 = Instant::now();
-    let out = if o.nodelay {
-        run_nodelay(&o, envelope, message.clone()).await
+    let out = if o.no_pool {
+        run_connections(&o, envelope, message.clone()).await
     } else {
         run_pool(&o, envelope, message.clone()).await
     };
@@ -268,7 +279,11 @@ async fn main() -> ExitCode {
         secs,
         out.sent as f64 / secs,
         cpu_us_per_msg,
-        if o.nodelay { "nodelay" } else { "pool" },
+        match (o.no_pool, o.nodelay) {
+            (false, _) => "pool",
+            (true, false) => "conn",
+            (true, true) => "conn-nodelay",
+        },
         o.concurrency,
         message.len(),
         out.first_error.as_deref().map(json_str).unwrap_or_else(|| "null".to_owned()),
