@@ -35,7 +35,7 @@ pub struct SmtpSettings {
     pub user: Option<String>,
     /// `pass`; `None` only with `auth: none`.
     pub pass: Option<Secret>,
-    /// `from`: the default sender, as written (checked by [`SmtpSettings::sender`], so the
+    /// `from`: the default sender, as written (checked by [`SmtpSettings::check_ready`], so the
     /// spec's examples with `<your-gmail-address>` placeholders still load).
     pub from: String,
     /// `tls_skip_verify`.
