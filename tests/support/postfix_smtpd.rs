@@ -23,13 +23,21 @@
 //!
 //! * `127.0.0.1:<smtp_port>`: smtpd with `smtpd_tls_security_level = may` (STARTTLS offered).
 //! * `127.0.0.1:<smtps_port>`: smtpd with `smtpd_tls_wrappermode = yes` (TLS from the first byte).
+//! * Greeting `220 postfix.smtpkit.test ESMTP smtpkit test Postfix`. EHLO offers PIPELINING,
+//!   SIZE 10240000, VRFY, ETRN, STARTTLS (plain port, before TLS), ENHANCEDSTATUSCODES,
+//!   8BITMIME, DSN, SMTPUTF8, CHUNKING, and `AUTH PLAIN LOGIN` once the session is encrypted.
 //! * AUTH PLAIN and LOGIN via Cyrus SASL against the sasldb, offered and accepted only over TLS
-//!   (`smtpd_tls_auth_only = yes`). The SASL realm is [`SASL_REALM`]: the user is stored as
-//!   `<user>@smtpkit.test` (a user name that already contains `@` is stored as is), and both
-//!   `<user>` and `<user>@smtpkit.test` log in. A wrong password gets
+//!   (`smtpd_tls_auth_only = yes`; AUTH before STARTTLS gets
+//!   `503 5.5.1 Error: authentication not enabled`). The SASL realm is [`SASL_REALM`]: the user
+//!   is stored as `<user>@smtpkit.test` (a user name that already contains `@` is stored as
+//!   is), and both `<user>` and `<user>@smtpkit.test` log in. A wrong password gets
 //!   `535 5.7.8 Error: authentication failed: authentication failure`.
-//! * `smtpd_relay_restrictions = permit_sasl_authenticated, reject`: every recipient of an
-//!   unauthenticated client gets `554 5.7.1 <rcpt>: Recipient address rejected: Access denied`.
+//! * `smtpd_relay_restrictions = permit_sasl_authenticated, reject`: MAIL FROM is accepted
+//!   without AUTH, but every recipient of an unauthenticated client gets
+//!   `554 5.7.1 <rcpt>: Recipient address rejected: Access denied`.
+//! * The certificate and key are loaded by each smtpd process, not by `postfix start`: a bad
+//!   pair does not make [`PostfixSmtpd::start`] fail, it shows in the maillog
+//!   (`cannot get RSA private key ... disabling TLS support`) and breaks the TLS sessions.
 //! * No local delivery, no DNS, no relaying out: `transport_maps = static:sink:smtpkit` routes
 //!   every recipient to a `pipe(8)` service `sink` that runs `D/deliver.sh` as `nobody` once per
 //!   message (all recipients in one delivery, `sink_destination_recipient_limit = 1000`), and the
@@ -39,8 +47,9 @@
 //!   X-Mail-From: <envelope sender, empty for <>>
 //!   X-Rcpt-To: <rcpt>, <rcpt>          (Postfix's order: grouped by domain, not the client's)
 //!   X-Postfix-Queue-Id: <queue id>
-//!   Received: from <ehlo name> (localhost [127.0.0.1]) by postfix.smtpkit.test (Postfix) with ESMTPSA id ...
-//!   <the message as the client sent it>
+//!   Received: from <ehlo name> (localhost [127.0.0.1])
+//!   \tby postfix.smtpkit.test (Postfix) with ESMTPSA id <queue id>[ for <rcpt>]; <date>
+//!   <the message as the client sent it, dot-unstuffed>
 //!   ```
 //!
 //!   Line endings in these files are LF (Postfix stores lines, pipe(8) writes them with `\n`);
@@ -60,8 +69,14 @@
 //! Requirements: root (Postfix's master must start as root), `/usr/sbin/postfix` (package
 //! `postfix`), `/usr/sbin/saslpasswd2` (`sasl2-bin`), the Cyrus plugins for PLAIN, LOGIN and
 //! sasldb (`libsasl2-modules`, `libsasl2-modules-db`), the `postfix` and `nobody` accounts and
-//! the `postdrop` group (created by the postfix package). When one is missing the test is
-//! skipped with a visible `SKIPPED:` line, or fails when `SMTPKIT_REAL_SERVERS=1`.
+//! the `postdrop` group (created by the postfix package), and a temp dir whose ancestors other
+//! users may search (the postfix and nobody users work inside it). When one is missing the test
+//! is skipped with a visible `SKIPPED:` line, or fails when `SMTPKIT_REAL_SERVERS=1`.
+//!
+//! Start-up takes about 0.2-0.6 s (`postfix start` runs Postfix's integrity checks; the config
+//! files are backdated because Postfix waits up to 1.5 s for files modified within the last
+//! second to settle), Drop about 0.1 s; delivery follows the `250 ... queued as` reply within
+//! tens of milliseconds.
 #![allow(dead_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -213,13 +228,14 @@ fn processes_matching(matches: impl Fn(&[u8]) -> bool) -> Vec<(u32, String)> {
     found
 }
 
-/// Sends SIGKILL to `pids` (std has no kill(2) for arbitrary pids, so this runs `kill`).
+/// Sends SIGKILL to `pids` (std has no kill(2) for arbitrary pids, so this runs the shell's
+/// `kill` builtin, which exists even where procps is not installed).
 fn sigkill(pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
-    let _ = Command::new("kill")
-        .arg("-KILL")
+    let _ = Command::new("/bin/sh")
+        .args(["-c", "kill -KILL \"$@\" 2>/dev/null", "sh"])
         .args(pids.iter().map(|p| p.to_string()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -409,7 +425,12 @@ sink       unix  - n n -     - pipe
 
 fn smtpd_conf(dir: &Path) -> String {
     format!(
-        "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}/etc/sasl/sasldb2\nmech_list: PLAIN LOGIN\n",
+        "\
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: {}/etc/sasl/sasldb2
+mech_list: PLAIN LOGIN
+",
         dir.display()
     )
 }
@@ -475,6 +496,23 @@ impl PostfixSmtpd {
             !user.is_empty() && !user.contains(|c: char| c.is_whitespace() || c.is_control()),
             "{test}: the SASL user name must be non-empty without whitespace: {user:?}"
         );
+
+        let base = std::env::temp_dir();
+        if let Some(closed) = base
+            .ancestors()
+            .find(|dir| fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        {
+            report_unusable(
+                test,
+                &format!(
+                    "{} is not searchable by other users (the postfix and nobody users must \
+                     reach the instance inside the temp dir {}); point TMPDIR elsewhere",
+                    closed.display(),
+                    base.display()
+                ),
+            );
+            return None;
+        }
 
         reap_orphaned_instances();
 
@@ -697,7 +735,8 @@ impl PostfixSmtpd {
                 }
                 if Instant::now() >= deadline {
                     return Err(format!(
-                        "port {port} not accepting connections {PORTS_TIMEOUT:?} after `postfix start`"
+                        "port {port} not accepting connections {PORTS_TIMEOUT:?} after \
+                         `postfix start`"
                     ));
                 }
                 thread::sleep(Duration::from_millis(25));
@@ -799,10 +838,14 @@ impl Drop for PostfixSmtpd {
             let _ = self.run_logged(self.postfix_command("stop"), None, POSTFIX_STOP_TIMEOUT);
             left = wait_instance_gone(&self.config_dir, EXIT_GRACE);
         }
-        let report = !left.is_empty() || thread::panicking();
-        if report {
+        if !left.is_empty() || thread::panicking() {
+            let alive = if left.is_empty() {
+                String::new()
+            } else {
+                format!(" (processes still alive after SIGKILL: {left:?})")
+            };
             visible_line(&format!(
-                "--- postfix instance {} (processes still alive after SIGKILL: {left:?}) ---\n{}",
+                "--- postfix instance {}{alive} ---\n{}",
                 self.dir.display(),
                 self.log_tails()
             ));
