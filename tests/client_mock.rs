@@ -964,3 +964,110 @@ async fn connection_refused_is_a_connect_error_with_the_spec_hint() {
     assert!(err.is_transient());
     assert!(err.hint().expect("hint").contains("telnet"));
 }
+
+#[tokio::test]
+async fn send_many_pipelines_each_body_with_the_next_commands() {
+    let group = |to: &str| vec![e("MAIL"), e(&format!("RCPT TO:<{to}>")), e("DATA")];
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["PIPELINING"]),
+        group("a@example.org"),
+        vec![r("250 ok"), r("250 ok"), r("354 go"), Step::ExpectData],
+        // Message 2's commands arrived with message 1's body; now answer both.
+        group("b@example.org"),
+        vec![
+            r("451 4.3.0 first one failed"),
+            r("250 ok"),
+            r("550 5.1.1 no such user"),
+            r("554 5.5.1 no valid recipients"),
+        ],
+        vec![e("RSET"), r("250 ok")],
+        group("c@example.org"),
+        vec![
+            r("250 ok"),
+            r("250 ok"),
+            r("354 go"),
+            Step::ExpectData,
+            r("250 ok id=third"),
+        ],
+        quit_ok(),
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    let (a, b, c) = (
+        envelope(&["a@example.org"]),
+        envelope(&["b@example.org"]),
+        envelope(&["c@example.org"]),
+    );
+    let bad =
+        Envelope::new(addr("sender@example.com"), vec![addr("x@example.org")]).expect("envelope");
+    let eight_bit = vec![0xE9u8; 10];
+    let results = conn
+        .send_many(&[
+            (&a, b"Subject: 1\r\n\r\none\r\n"),
+            (&b, b"Subject: 2\r\n\r\ntwo\r\n"),
+            (&bad, &eight_bit),
+            (&c, MESSAGE),
+        ])
+        .await;
+    assert_eq!(results.len(), 4);
+    let e0 = results[0].as_ref().expect_err("451 for the first");
+    assert_eq!((e0.stage(), e0.is_transient()), (Stage::DataEnd, true));
+    let e1 = results[1].as_ref().expect_err("recipient refused");
+    assert_eq!(e1.stage(), Stage::RcptTo);
+    assert!(
+        results[2].is_err(),
+        "the third (8-bit, no 8BITMIME) fails on its own, before sending"
+    );
+    assert_eq!(
+        results[3]
+            .as_ref()
+            .expect("fourth sent")
+            .queue_id()
+            .as_deref(),
+        Some("third")
+    );
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    let chunks = reads(&log);
+    let joined = chunks
+        .iter()
+        .find(|c| c.starts_with("Subject: 1"))
+        .expect("body of message 1");
+    assert!(
+        joined.ends_with(
+            "one\r\n.\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+        ),
+        "body, terminator and the next group in one read: {joined:?}"
+    );
+}
+
+#[tokio::test]
+async fn send_many_loss_after_a_pipelined_body_is_outcome_unknown_and_the_rest_not_sent() {
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["PIPELINING"]),
+        vec![
+            e("MAIL"),
+            e("RCPT"),
+            e("DATA"),
+            r("250 ok"),
+            r("250 ok"),
+            r("354 go"),
+            Step::ExpectData,
+            Step::Close,
+        ],
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    let env = envelope(&["a@example.org"]);
+    let results = conn
+        .send_many(&[(&env, MESSAGE), (&env, MESSAGE), (&env, MESSAGE)])
+        .await;
+    let first = results[0].as_ref().expect_err("lost");
+    assert!(first.is_outcome_unknown(), "{first:?}");
+    for later in &results[1..] {
+        let err = later.as_ref().expect_err("not sent");
+        assert!(err.is_transient() && !err.is_outcome_unknown(), "{err:?}");
+    }
+    server.finish().await.assert_ok();
+}

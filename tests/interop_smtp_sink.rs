@@ -193,3 +193,32 @@ async fn smtp_sink_faults_are_retried_only_when_transient() {
         );
     }
 }
+
+#[tokio::test]
+async fn smtp_sink_takes_1000_messages_pipelined_across_messages() {
+    let Some(sink) = SmtpSink::start("smtp_sink_send_many", &["-c"]) else {
+        return;
+    };
+    let mut conn = Connection::connect("127.0.0.1", sink.port, plain())
+        .await
+        .expect("connects");
+    let envelope = Envelope::new(
+        Address::new("sender@example.com").expect("valid"),
+        vec![Address::new("one@example.org").expect("valid")],
+    )
+    .expect("envelope");
+    let bodies: Vec<String> = (0..MESSAGES)
+        .map(|i| format!("Subject: batch {i}\r\n\r\n.dot\r\nmessage {i}\r\n"))
+        .collect();
+    for chunk in bodies.chunks(50) {
+        let jobs: Vec<(&Envelope, &[u8])> =
+            chunk.iter().map(|b| (&envelope, b.as_bytes())).collect();
+        for (i, result) in conn.send_many(&jobs).await.into_iter().enumerate() {
+            let report = result.unwrap_or_else(|e| panic!("message {i}: {e}"));
+            assert_eq!(report.data_reply().code().value(), 250);
+            assert_eq!(report.recipients()[0].reply.code().value(), 250);
+        }
+    }
+    conn.quit().await.expect("quit");
+    assert_eq!(sink_message_count(&sink, MESSAGES), MESSAGES);
+}

@@ -30,13 +30,13 @@ pub struct CheckArgs {
 }
 
 fn ok(step: &str, detail: impl AsRef<str>) {
-    println!("  ✓ {step:<12} {}", detail.as_ref());
+    out!("  ✓ {step:<12} {}", detail.as_ref());
 }
 
 fn fail(step: &str, err: &Error) -> u8 {
-    println!("  ✗ {step:<12} {err}");
+    out!("  ✗ {step:<12} {err}");
     if let Some(hint) = err.hint() {
-        println!("    hint: {hint}");
+        out!("    hint: {hint}");
     }
     exit::for_error(err)
 }
@@ -112,14 +112,14 @@ pub async fn run(args: CheckArgs) -> u8 {
     let config = match Config::from_files(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            println!("✗ configuration: {e}");
+            out!("✗ configuration: {e}");
             return exit::CONFIG;
         }
     };
     let mailer = match Mailer::new(&config, args.provider.as_deref()) {
         Ok(m) => m,
         Err(e) => {
-            println!("✗ configuration: {e}");
+            out!("✗ configuration: {e}");
             return exit::CONFIG;
         }
     };
@@ -141,7 +141,7 @@ pub async fn run(args: CheckArgs) -> u8 {
         Security::StartTls => "STARTTLS required",
         _ => "plain text, security: none",
     };
-    println!(
+    out!(
         "Checking provider {} at {}:{} ({mode})",
         mailer.provider(),
         settings.host,
@@ -208,7 +208,7 @@ pub async fn run(args: CheckArgs) -> u8 {
         Ok(reply) => ok("QUIT", reply.to_string()),
         Err(err) => return fail("QUIT", &err),
     }
-    println!("✓ {} is ready to send", mailer.provider());
+    out!("✓ {} is ready to send", mailer.provider());
     exit::OK
 }
 

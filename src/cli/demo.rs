@@ -63,7 +63,7 @@ workflows:
 }
 
 fn section(title: &str) {
-    println!("\n== {title} ==");
+    out!("\n== {title} ==");
 }
 
 pub async fn run(args: DemoArgs) -> u8 {
@@ -113,16 +113,16 @@ async fn demo(args: DemoArgs) -> Result<u8, String> {
     let server_task = tokio::spawn(server.run_until(async {
         let _ = stop_rx.await;
     }));
-    println!("smtpkit demo: a local SMTP server on 127.0.0.1:{port} (STARTTLS, AUTH), a CA made for this run,");
-    println!("and the spec's basic configuration and access-approval workflow pointed at it.");
+    out!("smtpkit demo: a local SMTP server on 127.0.0.1:{port} (STARTTLS, AUTH), a CA made for this run,");
+    out!("and the spec's basic configuration and access-approval workflow pointed at it.");
 
     let yaml = config_yaml(port, &ca_path.display().to_string());
     let config_path = dir.join("smtpkit.yaml");
     std::fs::write(&config_path, &yaml)
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
     section(&format!("configuration ({})", config_path.display()));
-    print!("{yaml}");
-    println!("# {PASSWORD_VAR} holds this run's password; it is never printed.");
+    out_raw!("{yaml}");
+    out!("# {PASSWORD_VAR} holds this run's password; it is never printed.");
 
     let env = move |name: &str| (name == PASSWORD_VAR).then(|| password.clone());
     let config = Config::from_yaml_str_with_env(&yaml, &env).map_err(|e| e.to_string())?;
@@ -145,7 +145,7 @@ async fn demo(args: DemoArgs) -> Result<u8, String> {
                 workflow.name
             ));
             for line in lines.lines() {
-                println!("{line}");
+                out!("{line}");
             }
             section("delivery report");
             match result {
@@ -153,7 +153,7 @@ async fn demo(args: DemoArgs) -> Result<u8, String> {
                     delivered += 1;
                     let pretty = serde_json::to_string_pretty(&output::report_json(&report))
                         .unwrap_or_default();
-                    println!("{pretty}");
+                    out!("{pretty}");
                     code = exit::worst(code, output::report_exit(&report));
                 }
                 Err(err) => {
@@ -169,10 +169,10 @@ async fn demo(args: DemoArgs) -> Result<u8, String> {
             .map_err(|_| "the server did not store the message within 10 s".to_owned())?
             .ok_or("the server stopped")?;
         section(&format!("stored message {}", stored.path.display()));
-        println!("{}", super::serve::message_line(&stored));
+        out!("{}", super::serve::message_line(&stored));
         let content = std::fs::read(&stored.path)
             .map_err(|e| format!("cannot read {}: {e}", stored.path.display()))?;
-        println!(
+        out!(
             "{}",
             String::from_utf8_lossy(&content)
                 .replace("\r\n", "\n")
@@ -182,9 +182,9 @@ async fn demo(args: DemoArgs) -> Result<u8, String> {
     let _ = stop_tx.send(());
     let _ = server_task.await;
     if code == exit::OK {
-        println!("\n✓ demo: the access-approval notification was delivered over STARTTLS with AUTH and stored.");
+        out!("\n✓ demo: the access-approval notification was delivered over STARTTLS with AUTH and stored.");
         if args.keep.is_none() {
-            println!("  (run `smtpkit demo --keep DIR` to keep the files; `smtpkit serve` runs the server alone)");
+            out!("  (run `smtpkit demo --keep DIR` to keep the files; `smtpkit serve` runs the server alone)");
         }
     }
     Ok(code)

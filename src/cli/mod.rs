@@ -1,5 +1,21 @@
 //! The command line: argument parsing and one module per command.
 
+/// `println!` that does not panic when stdout is closed (`smtpkit … | head -1`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that does not panic when stdout is closed.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod check;
 pub mod delay_proxy;

@@ -44,7 +44,7 @@ async fn run_step(table: &RouteTable, step: &EmailStep) -> (u8, Value) {
     };
     match mailer.send(&step.notification()).await {
         Ok(report) => {
-            println!(
+            out!(
                 "    ✓ sent via {}: {} ({} ms)",
                 report.provider,
                 output::reply_line(&report.final_reply),
@@ -55,7 +55,7 @@ async fn run_step(table: &RouteTable, step: &EmailStep) -> (u8, Value) {
                     .reply
                     .as_ref()
                     .map_or_else(|| "not tried".to_owned(), output::reply_line);
-                println!("    ✗ {} refused: {why}", r.address);
+                out!("    ✗ {} refused: {why}", r.address);
             }
             (
                 output::report_exit(&report),
@@ -124,13 +124,13 @@ pub async fn run(args: NotifyArgs) -> u8 {
     let mut code = exit::OK;
     let mut results = Vec::new();
     for workflow in workflows {
-        println!("workflow {}", workflow.name);
+        out!("workflow {}", workflow.name);
         let mut steps = Vec::new();
         for (i, step) in workflow.steps.iter().enumerate() {
             match step {
                 WorkflowStep::Email(email) => {
                     let to: Vec<String> = email.to.iter().map(ToString::to_string).collect();
-                    println!(
+                    out!(
                         "  step {}: email {:?} to {}",
                         i + 1,
                         email.subject,
@@ -141,7 +141,7 @@ pub async fn run(args: NotifyArgs) -> u8 {
                     steps.push(value);
                 }
                 WorkflowStep::Skipped { task, kind } => {
-                    println!("  step {}: skipped (task {task:?}, type {kind:?} is not an email notification)", i + 1);
+                    out!("  step {}: skipped (task {task:?}, type {kind:?} is not an email notification)", i + 1);
                     steps.push(json!({"status": "skipped", "task": task, "type": kind}));
                 }
             }
@@ -150,7 +150,7 @@ pub async fn run(args: NotifyArgs) -> u8 {
     }
     table.close().await;
     if args.json {
-        println!("{}", json!({"ok": code == exit::OK, "workflows": results}));
+        out!("{}", json!({"ok": code == exit::OK, "workflows": results}));
     }
     code
 }

@@ -49,30 +49,33 @@ fn status_line(r: &RecipientStatus) -> String {
 
 pub fn print_report(report: &DeliveryReport) {
     let accepted = report.recipients.iter().filter(|r| r.accepted).count();
-    println!(
+    out!(
         "✓ sent via {} to {accepted} of {} recipient(s) in {} ms",
         report.provider,
         report.recipients.len(),
         report.duration.as_millis()
     );
-    println!("  message id: <{}>", report.message_id);
-    println!("  server:     {}", reply_line(&report.final_reply));
+    out!("  message id: <{}>", report.message_id);
+    out!("  server:     {}", reply_line(&report.final_reply));
     if let Some(id) = &report.queue_id {
-        println!("  queue id:   {id}");
+        out!("  queue id:   {id}");
     }
     if report.attempts.len() > 1 {
         print_attempts(&report.attempts);
     }
     for r in report.rejected() {
-        println!("✗ {} refused: {}", r.address, status_line(r));
+        out!("✗ {} refused: {}", r.address, status_line(r));
     }
 }
 
 fn print_attempts(attempts: &[smtpkit::delivery::Attempt]) {
     for a in attempts {
-        println!(
+        out!(
             "  attempt {} via {}: {} ({})",
-            a.number, a.provider, a.result, a.detail
+            a.number,
+            a.provider,
+            a.result,
+            a.detail
         );
     }
 }

@@ -135,7 +135,7 @@ pub async fn run(args: SendArgs) -> u8 {
     let code = match mailer.send(&notification).await {
         Ok(report) => {
             if args.json {
-                println!("{}", output::report_json(&report));
+                out!("{}", output::report_json(&report));
             } else {
                 output::print_report(&report);
             }
@@ -144,7 +144,7 @@ pub async fn run(args: SendArgs) -> u8 {
         }
         Err(err) => {
             if args.json {
-                println!("{}", output::error_json(mailer.provider(), &err));
+                out!("{}", output::error_json(mailer.provider(), &err));
             } else {
                 output::print_error(mailer.provider(), &err);
             }

@@ -138,7 +138,7 @@ pub async fn run(args: ServeArgs) -> u8 {
             ""
         }
     );
-    let hook = Arc::new(|m: &StoredMessage| println!("{}", message_line(m)));
+    let hook = Arc::new(|m: &StoredMessage| out!("{}", message_line(m)));
     let server = match Server::bind_with(config, Some(hook)).await {
         Ok(s) => s,
         Err(e) => {

@@ -396,7 +396,8 @@ impl Connection {
         let timeouts = *self.options().timeouts();
         let wire = self.wire();
         wire.note(&format!("message body: {} bytes", body.len()));
-        wire.write_blocks(&wire_body, Stage::Body, timeouts.data_block)
+        wire.queue_raw(&wire_body);
+        wire.flush_body(timeouts.data_block, wire_body.len())
             .await?;
         wire.read_reply(Stage::DataEnd, timeouts.data_end).await
     }

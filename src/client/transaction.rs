@@ -87,6 +87,28 @@ struct Replies {
     data: Option<Reply>,
 }
 
+/// A message made ready for the wire before anything is sent: its commands, already encoded
+/// (so a bad one fails before any byte leaves), and its dot-stuffed body.
+struct Prepared {
+    mail: Command,
+    rcpts: Vec<Command>,
+    addresses: Vec<Address>,
+    /// MAIL, every RCPT and DATA, encoded: the pipelined group.
+    group: Vec<u8>,
+    /// The group's lines as the transcript shows them.
+    group_lines: Vec<String>,
+    wire_body: Vec<u8>,
+    body_len: usize,
+}
+
+fn not_sent() -> Error {
+    Error::new(
+        ErrorKind::Closed,
+        Stage::MailFrom,
+        "not sent: the session ended during an earlier message",
+    )
+}
+
 impl Connection {
     /// Sends one message: MAIL FROM, RCPT TO for each recipient, DATA and the body.
     ///
@@ -103,7 +125,73 @@ impl Connection {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<TransactionReport> {
-        self.wire().check_usable(Stage::MailFrom)?;
+        self.send_many(&[(envelope, message)])
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    Stage::MailFrom,
+                    "nothing to send",
+                ))
+            })
+    }
+
+    /// Sends several messages in a row over this session, one result each, in order.
+    ///
+    /// With PIPELINING, each message's body and final `.` leave in the same write as the next
+    /// message's MAIL, RCPT and DATA (RFC 2920 §3.1 lets message content open a group), so in a
+    /// steady stream a message costs one round trip instead of two. Each transaction is still
+    /// judged on its own replies; a message whose own preparation fails (bad address, too
+    /// large) is reported without affecting the others.
+    pub async fn send_many(
+        &mut self,
+        batch: &[(&Envelope, &[u8])],
+    ) -> Vec<Result<TransactionReport>> {
+        let mut results: Vec<Option<Result<TransactionReport>>> = Vec::with_capacity(batch.len());
+        let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
+        for (envelope, message) in batch {
+            match self.prepare(envelope, message) {
+                Ok(p) => {
+                    prepared.push(Some(p));
+                    results.push(None);
+                }
+                Err(e) => {
+                    prepared.push(None);
+                    results.push(Some(Err(e)));
+                }
+            }
+        }
+        let pipelining = self.capabilities.pipelining() && !self.options().disable_pipelining;
+        let ready: Vec<usize> = (0..prepared.len())
+            .filter(|&i| prepared[i].is_some())
+            .collect();
+        let mut group_sent = false;
+        for (k, &i) in ready.iter().enumerate() {
+            let Some(p) = prepared[i].as_ref() else {
+                continue;
+            };
+            if let Err(e) = self.wire().check_usable(Stage::MailFrom) {
+                // Once the session failed during this batch, the rest were never sent.
+                results[i] = Some(Err(if k > 0 { not_sent() } else { e }));
+                continue;
+            }
+            let (result, next_sent) = if pipelining {
+                let next = ready.get(k + 1).and_then(|&j| prepared[j].as_ref());
+                self.pipelined_transaction(p, next, group_sent).await
+            } else {
+                (self.lockstep_transaction(p).await, false)
+            };
+            results[i] = Some(result);
+            group_sent = next_sent;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(not_sent())))
+            .collect()
+    }
+
+    fn prepare(&self, envelope: &Envelope, message: &[u8]) -> Result<Prepared> {
         let params = self.mail_parameters(envelope, message)?;
         let (wire_body, message_size) = DotStuffer::encode_sized(message);
         if let Some(limit) = self.capabilities.size_limit() {
@@ -125,7 +213,6 @@ impl Connection {
         } else {
             params
         };
-
         let mail = Command::MailFrom {
             from: envelope.from().clone(),
             params,
@@ -138,14 +225,26 @@ impl Connection {
                 params: Vec::new(),
             })
             .collect();
-
-        let replies = if self.capabilities.pipelining() && !self.options().disable_pipelining {
-            self.pipelined_group(&mail, &rcpts).await?
-        } else {
-            self.lockstep_group(&mail, &rcpts, envelope).await?
-        };
-        self.finish_transaction(replies, envelope, &wire_body, message.len())
-            .await
+        let mut group = Vec::with_capacity(64 * (rcpts.len() + 2));
+        let mut group_lines = Vec::with_capacity(rcpts.len() + 2);
+        for (command, stage) in std::iter::once((&mail, Stage::MailFrom))
+            .chain(rcpts.iter().map(|r| (r, Stage::RcptTo)))
+            .chain(std::iter::once((&Command::Data, Stage::Data)))
+        {
+            command
+                .encode(&mut group)
+                .map_err(|e| Error::invalid(stage, e))?;
+            group_lines.push(command.redacted());
+        }
+        Ok(Prepared {
+            mail,
+            rcpts,
+            addresses: envelope.to().to_vec(),
+            group,
+            group_lines,
+            wire_body,
+            body_len: message.len(),
+        })
     }
 
     /// BODY and SMTPUTF8 parameters, only when the message needs them; an error when it needs
@@ -176,51 +275,57 @@ impl Connection {
         Ok(params)
     }
 
-    /// RFC 2920 §3.1: MAIL, every RCPT and DATA in one write; then every reply in order.
-    async fn pipelined_group(&mut self, mail: &Command, rcpts: &[Command]) -> Result<Replies> {
+    /// RFC 2920 §3.1: MAIL, every RCPT and DATA in one write (unless it already left with the
+    /// previous message's body); then every reply in order. Returns whether `next`'s group
+    /// left with this message's body.
+    async fn pipelined_transaction(
+        &mut self,
+        p: &Prepared,
+        next: Option<&Prepared>,
+        group_sent: bool,
+    ) -> (Result<TransactionReport>, bool) {
         let timeouts = *self.options().timeouts();
-        let mut group: Vec<&Command> = Vec::with_capacity(rcpts.len() + 2);
-        group.push(mail);
-        group.extend(rcpts.iter());
-        group.push(&Command::Data);
-        self.wire().queue(&group, Stage::MailFrom)?;
-        self.wire().flush(Stage::MailFrom, timeouts.command).await?;
-
-        let mail_reply = self.read_checked(Stage::MailFrom, timeouts.command).await?;
-        let mut recipients = Vec::with_capacity(rcpts.len());
-        for rcpt in rcpts {
-            let reply = self.read_checked(Stage::RcptTo, timeouts.command).await?;
-            if let Command::RcptTo { to, .. } = rcpt {
+        if !group_sent {
+            self.wire().queue_encoded(&p.group, &p.group_lines);
+            if let Err(e) = self.wire().flush(Stage::MailFrom, timeouts.command).await {
+                return (Err(e), false);
+            }
+        }
+        let replies = async {
+            let mail = self.read_checked(Stage::MailFrom, timeouts.command).await?;
+            let mut recipients = Vec::with_capacity(p.rcpts.len());
+            for address in &p.addresses {
+                let reply = self.read_checked(Stage::RcptTo, timeouts.command).await?;
                 recipients.push(RecipientResult {
-                    address: to.clone(),
+                    address: address.clone(),
                     reply,
                 });
             }
+            let data = self.read_checked(Stage::Data, timeouts.data_start).await?;
+            Ok(Replies {
+                mail,
+                recipients,
+                data: Some(data),
+            })
         }
-        let data = self.read_checked(Stage::Data, timeouts.data_start).await?;
-        Ok(Replies {
-            mail: mail_reply,
-            recipients,
-            data: Some(data),
-        })
+        .await;
+        match replies {
+            Ok(replies) => self.conclude(replies, p, next).await,
+            Err(e) => (Err(e), false),
+        }
     }
 
     /// Without PIPELINING: each command waits for its reply; DATA only when a recipient was accepted.
-    async fn lockstep_group(
-        &mut self,
-        mail: &Command,
-        rcpts: &[Command],
-        envelope: &Envelope,
-    ) -> Result<Replies> {
+    async fn lockstep_transaction(&mut self, p: &Prepared) -> Result<TransactionReport> {
         let timeouts = *self.options().timeouts();
-        let mail_reply = self
-            .round_trip(mail, Stage::MailFrom, timeouts.command)
+        let mail = self
+            .round_trip(&p.mail, Stage::MailFrom, timeouts.command)
             .await?;
-        if !mail_reply.is_positive() {
-            return Err(Error::rejected(Stage::MailFrom, mail_reply));
+        if !mail.is_positive() {
+            return Err(Error::rejected(Stage::MailFrom, mail));
         }
-        let mut recipients = Vec::with_capacity(rcpts.len());
-        for (rcpt, address) in rcpts.iter().zip(envelope.to()) {
+        let mut recipients = Vec::with_capacity(p.rcpts.len());
+        for (rcpt, address) in p.rcpts.iter().zip(&p.addresses) {
             let reply = self
                 .round_trip(rcpt, Stage::RcptTo, timeouts.command)
                 .await?;
@@ -237,11 +342,17 @@ impl Connection {
         } else {
             None
         };
-        Ok(Replies {
-            mail: mail_reply,
-            recipients,
-            data,
-        })
+        self.conclude(
+            Replies {
+                mail,
+                recipients,
+                data,
+            },
+            p,
+            None,
+        )
+        .await
+        .0
     }
 
     async fn round_trip(
@@ -264,13 +375,14 @@ impl Connection {
         Ok(reply)
     }
 
-    async fn finish_transaction(
+    /// After the replies to MAIL, RCPT and DATA: send the body (with `next`'s group behind
+    /// it when pipelining) and read the verdict, or end the failed transaction cleanly.
+    async fn conclude(
         &mut self,
         replies: Replies,
-        envelope: &Envelope,
-        wire_body: &[u8],
-        body_len: usize,
-    ) -> Result<TransactionReport> {
+        p: &Prepared,
+        next: Option<&Prepared>,
+    ) -> (Result<TransactionReport>, bool) {
         let timeouts = *self.options().timeouts();
         let Replies {
             mail,
@@ -283,39 +395,48 @@ impl Connection {
             .is_some_and(|d| d.code() == ReplyCode::START_MAIL_INPUT);
 
         if any_accepted && go_ahead {
-            self.wire().note(&format!("message body: {body_len} bytes"));
-            // Body and terminator leave together (DESIGN: one write, no Nagle stall).
-            self.wire()
-                .write_blocks(wire_body, Stage::Body, timeouts.data_block)
-                .await?;
-            let final_reply = self
-                .wire()
-                .read_reply(Stage::DataEnd, timeouts.data_end)
-                .await?;
-            if !final_reply.is_positive() {
-                return Err(
-                    Error::rejected(Stage::DataEnd, final_reply).with_recipients(recipients)
-                );
+            let wire = self.wire();
+            wire.note(&format!("message body: {} bytes", p.body_len));
+            // Body and terminator leave together (DESIGN: one write, no Nagle stall), and
+            // with the next message's commands behind them when there is one.
+            wire.queue_raw(&p.wire_body);
+            let body_end = wire.queued_len();
+            if let Some(n) = next {
+                wire.queue_encoded(&n.group, &n.group_lines);
             }
-            return Ok(TransactionReport {
-                mail_reply: mail,
-                recipients,
-                data_reply: final_reply,
-            });
+            if let Err(e) = wire.flush_body(timeouts.data_block, body_end).await {
+                return (Err(e), false);
+            }
+            let result = match wire.read_reply(Stage::DataEnd, timeouts.data_end).await {
+                Ok(reply) if reply.is_positive() => Ok(TransactionReport {
+                    mail_reply: mail,
+                    recipients,
+                    data_reply: reply,
+                }),
+                Ok(reply) => {
+                    Err(Error::rejected(Stage::DataEnd, reply).with_recipients(recipients))
+                }
+                Err(e) => Err(e),
+            };
+            return (result, next.is_some());
         }
 
         // The transaction failed before the body. RFC 2920 §3.1: a 354 we did not want is
         // answered with a lone "." so the server leaves data mode.
         if go_ahead {
-            self.wire()
-                .note("no recipient accepted: ending DATA with an empty message");
-            self.wire()
-                .write_blocks(b".\r\n", Stage::Body, timeouts.data_block)
-                .await?;
-            let _ = self
-                .wire()
-                .read_reply(Stage::DataEnd, timeouts.data_end)
-                .await?;
+            let wire = self.wire();
+            wire.note("no recipient accepted: ending DATA with an empty message");
+            wire.queue_raw(b".\r\n");
+            let ended = match wire.flush_body(timeouts.data_block, usize::MAX).await {
+                Ok(()) => wire
+                    .read_reply(Stage::DataEnd, timeouts.data_end)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ended {
+                return (Err(e), false);
+            }
         }
         let error = if !mail.is_positive() {
             Error::rejected(Stage::MailFrom, mail)
@@ -324,7 +445,7 @@ impl Connection {
                 .iter()
                 .find(|r| !r.accepted())
                 .map(|r| r.reply.clone());
-            let n = envelope.to().len();
+            let n = p.addresses.len();
             let err = Error::new(
                 ErrorKind::Rejected,
                 Stage::RcptTo,
@@ -348,7 +469,7 @@ impl Connection {
                     .note(&format!("RSET after failed transaction failed: {rset}"));
             }
         }
-        Err(error)
+        (Err(error), false)
     }
 }
 

@@ -93,36 +93,71 @@ impl Wire {
         result
     }
 
-    /// Writes a whole buffer; each write that makes progress gets a fresh `block` deadline
-    /// (RFC 5321 §4.5.3.2.5), so a slow but moving upload is not cut off.
-    pub(crate) async fn write_blocks(
-        &mut self,
-        bytes: &[u8],
-        stage: Stage,
-        block: Duration,
-    ) -> Result<()> {
-        self.check_usable(stage)?;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let written = match timeout_at(Instant::now() + block, self.stream.write(rest)).await {
-                Ok(Ok(0)) => Err(Error::new(
-                    ErrorKind::Closed,
-                    stage,
-                    "connection closed while writing",
-                )),
-                Ok(Ok(n)) => Ok(n),
-                Ok(Err(e)) => Err(Error::io(stage, e)),
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    stage,
-                    format!("no write progress in {block:?}"),
-                )),
+    /// Appends bytes already encoded (a command group made in advance), recording their lines.
+    pub(crate) fn queue_encoded(&mut self, bytes: &[u8], lines: &[String]) {
+        self.out.extend_from_slice(bytes);
+        for line in lines {
+            record(self.transcript.as_ref(), Direction::Client, line);
+        }
+    }
+
+    /// Appends raw bytes (a dot-stuffed message body) to what will be written next.
+    pub(crate) fn queue_raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// How many bytes wait to be written.
+    pub(crate) fn queued_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Writes everything queued, a message body first. Each write that makes progress gets a
+    /// fresh `block` deadline (RFC 5321 §4.5.3.2.5), so a slow but moving upload is not cut
+    /// off. A failure once the first `body_end` bytes (the body and its final `.`) were taken
+    /// by the network counts as [`Stage::DataEnd`]: the server may have the message.
+    pub(crate) async fn flush_body(&mut self, block: Duration, body_end: usize) -> Result<()> {
+        self.check_usable(Stage::Body)?;
+        let out = std::mem::take(&mut self.out);
+        let mut written = 0;
+        let mut failure = None;
+        while written < out.len() {
+            let stage = if written >= body_end {
+                Stage::DataEnd
+            } else {
+                Stage::Body
             };
-            match written {
-                Ok(n) => rest = &rest[n..],
-                Err(e) => return Err(self.poison(e)),
+            match timeout_at(Instant::now() + block, self.stream.write(&out[written..])).await {
+                Ok(Ok(0)) => {
+                    failure = Some(Error::new(
+                        ErrorKind::Closed,
+                        stage,
+                        "connection closed while writing",
+                    ))
+                }
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => failure = Some(Error::io(stage, e)),
+                Err(_) => {
+                    failure = Some(Error::new(
+                        ErrorKind::Timeout,
+                        stage,
+                        format!("no write progress in {block:?}"),
+                    ))
+                }
+            }
+            if failure.is_some() {
+                break;
             }
         }
+        self.out = out;
+        self.out.clear();
+        if let Some(e) = failure {
+            return Err(self.poison(e));
+        }
+        let stage = if written >= body_end {
+            Stage::DataEnd
+        } else {
+            Stage::Body
+        };
         self.flush_stream(stage, Instant::now() + block).await
     }
 
