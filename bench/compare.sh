@@ -21,8 +21,8 @@ MAIN=$(dirname "$HERE")
 PY=/usr/bin/python3
 SINK=/usr/sbin/smtp-sink
 SOURCE=/usr/sbin/smtp-source
-MAIN_TARGET=${MAIN_TARGET:-/work/scratch/target-main}
-BENCH_TARGET=${BENCH_TARGET:-/work/scratch/target-bench}
+MAIN_TARGET=${MAIN_TARGET:-$MAIN/target}
+BENCH_TARGET=${BENCH_TARGET:-$HERE/lettre-peer/target}
 SMTPKIT=$MAIN_TARGET/release/smtpkit
 PEER=$BENCH_TARGET/release/lettre-peer
 PROXY=$BENCH_TARGET/release/delay-proxy
@@ -38,7 +38,7 @@ RTT_COUNT_C1=${RTT_COUNT_C1:-80}
 RTT_COUNT_C4=${RTT_COUNT_C4:-160}
 RTT_COUNT_C16=${RTT_COUNT_C16:-400}
 CONCURRENCIES=(1 4 16)
-OUT=${OUT:-/work/scratch/bench-runs/$(date +%Y%m%d-%H%M%S)}
+OUT=${OUT:-$HERE/results/run-$(date +%Y%m%d-%H%M%S)}
 # smtp-source's -l is the payload without its headers (From, To, Date, Message-Id and the
 # blank line: 113 bytes here), so this makes its messages about SIZE bytes on the wire.
 SOURCE_PAYLOAD=$((SIZE - 113))
