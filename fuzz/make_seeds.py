@@ -129,5 +129,10 @@ w('client_session', 'helo-fallback', bytes([0x08, 0x00]) + GREET +
   b"502 5.5.2 Error: command not recognized\r\n250 mx.fuzz.example\r\n"
   b"250 ok\r\n550 no\r\n550 no\r\n250 reset\r\n250 ok\r\n221 bye\r\n")
 w('client_session', 'greeting-554', bytes([0x08, 0x00]) + b"554 5.7.1 No SMTP service here\r\n221 2.0.0 Bye\r\n")
+w('client_session', 'batch-pipelined', bytes([0x0a, 0x04, 30, 0xC0]) + GREET + EHLO_P +
+  b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n" + R354 +
+  b"250 2.0.0 Ok: queued as AAA111\r\n250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n554 5.5.1 No valid recipients\r\n"
+  b"250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n" + R354 +
+  b"250 2.0.0 Ok: queued as CCC333\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")
 w('client_session', 'pipelined-421', bytes([0x09, 0x08, 0x20]) + GREET + EHLO_P +
   b"250 2.1.0 Ok\r\n421 4.7.0 Too many errors, closing\r\n")

@@ -1071,3 +1071,20 @@ async fn send_many_loss_after_a_pipelined_body_is_outcome_unknown_and_the_rest_n
     }
     server.finish().await.assert_ok();
 }
+
+#[tokio::test]
+async fn noop_answered_with_221_marks_the_session_unusable() {
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&[]),
+        vec![e("NOOP"), r("221 2.0.0 closing"), Step::Close],
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    let err = conn.noop().await.expect_err("221 is not a NOOP success");
+    assert_eq!(err.reply().map(|r| r.code().value()), Some(221));
+    assert!(
+        !conn.is_usable(),
+        "a pool health check must not pass a closing session"
+    );
+    server.finish().await.assert_ok();
+}

@@ -178,27 +178,42 @@ pub async fn run(args: BenchArgs) -> u8 {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, usize> = BTreeMap::new();
             let mut connections = 0;
-            // Bounded: each turn takes up to `batch` of the `count` tickets.
-            let batch = args.batch.max(1);
+            // Bounded: each turn takes up to `batch` of the `count` tickets. Batches only help
+            // with PIPELINING, and must stay small enough to spread the work evenly.
+            let even = (args.count / (args.concurrency * 8)).max(1);
             loop {
-                let first = next.fetch_add(batch, Ordering::Relaxed);
-                if first >= args.count {
-                    break;
-                }
-                let n = batch.min(args.count - first);
                 if conn.as_ref().is_none_or(|c| !c.is_usable()) {
+                    if next.load(Ordering::Relaxed) >= args.count {
+                        break;
+                    }
                     match Connection::connect(&host, port, options.clone()).await {
                         Ok(c) => {
                             connections += 1;
                             conn = Some(c);
                         }
                         Err(e) => {
-                            *errors.entry(e.kind().as_str().to_owned()).or_default() += n;
+                            // A failed connect costs one ticket, so the loop stays bounded.
+                            if next.fetch_add(1, Ordering::Relaxed) < args.count {
+                                *errors.entry(e.kind().as_str().to_owned()).or_default() += 1;
+                            }
                             continue;
                         }
                     }
                 }
                 let Some(c) = conn.as_mut() else { continue };
+                // Batches only help when the session pipelines.
+                let pipelined =
+                    c.capabilities().pipelining() && args.pipelining == Pipelining::Auto;
+                let batch = if pipelined {
+                    args.batch.clamp(1, even)
+                } else {
+                    1
+                };
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= args.count {
+                    break;
+                }
+                let n = batch.min(args.count - first);
                 let jobs: Vec<(&Envelope, &[u8])> =
                     (0..n).map(|_| (&*envelope, message.as_slice())).collect();
                 let t0 = Instant::now();

@@ -129,10 +129,11 @@ impl Greeted {
                 Error::new(ErrorKind::Protocol, Stage::Greeting, "unexpected greeting")
                     .with_reply(greeting.clone())
             };
+            let grace = QUIT_GRACE.min(options.timeouts().command);
             if greeting.code().value() == 554 {
-                quit_quietly(&mut wire).await;
+                quit_quietly(&mut wire, grace).await;
             }
-            wire.shutdown(QUIT_GRACE).await;
+            wire.shutdown(grace).await;
             return Err(err);
         }
         Ok(Greeted {
@@ -171,11 +172,11 @@ impl Greeted {
 }
 
 /// Best effort QUIT on a session being abandoned: bounded, errors ignored.
-async fn quit_quietly(wire: &mut Wire) {
+async fn quit_quietly(wire: &mut Wire, grace: Duration) {
     if wire.queue(&[&Command::Quit], Stage::Quit).is_ok()
-        && wire.flush(Stage::Quit, QUIT_GRACE).await.is_ok()
+        && wire.flush(Stage::Quit, grace).await.is_ok()
     {
-        let _ = wire.read_reply(Stage::Quit, QUIT_GRACE).await;
+        let _ = wire.read_reply(Stage::Quit, grace).await;
     }
 }
 
@@ -330,10 +331,11 @@ impl Connection {
     /// QUIT without waiting long, then close: for sessions ended by a policy (TLS required,
     /// AUTH failed) rather than by the server.
     async fn abandon(&mut self) {
+        let grace = QUIT_GRACE.min(self.session.options.timeouts().command);
         if self.session.wire.check_usable(Stage::Quit).is_ok() {
-            quit_quietly(&mut self.session.wire).await;
+            quit_quietly(&mut self.session.wire, grace).await;
         }
-        self.session.wire.shutdown(QUIT_GRACE).await;
+        self.session.wire.shutdown(grace).await;
     }
 
     pub(crate) fn wire(&mut self) -> &mut Wire {
@@ -418,8 +420,9 @@ impl Connection {
         wire.queue(&[&command], stage)?;
         wire.flush(stage, limit).await?;
         let reply = wire.read_reply(stage, limit).await?;
-        if !reply.is_positive() {
-            // A session that cannot even RSET is not one to send more mail over.
+        // RFC 5321 §4.3.2: RSET and NOOP answer 250. Anything else (a 221 "closing", an
+        // error) means this session is not one to send more mail over.
+        if reply.code() != ReplyCode::OK {
             return Err(wire.poison(Error::rejected(stage, reply)));
         }
         Ok(reply)

@@ -86,6 +86,10 @@ struct PartialReply {
 #[derive(Default)]
 pub struct ReplyParser {
     buf: Vec<u8>,
+    /// Bytes of `buf` already consumed; dropped in bulk, so each byte is moved O(1) times.
+    start: usize,
+    /// Bytes after `start` already searched for a line end without finding one.
+    scanned: usize,
     partial: Option<PartialReply>,
 }
 
@@ -102,33 +106,40 @@ impl ReplyParser {
 
     /// Bytes received but not yet part of a returned reply (a partial line or later replies).
     pub fn buffered_len(&self) -> usize {
-        self.buf.len() + self.partial.as_ref().map_or(0, |p| p.bytes)
+        self.buf.len() - self.start + self.partial.as_ref().map_or(0, |p| p.bytes)
     }
 
     /// Forgets everything buffered, for a fresh start on a new transport.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
         self.partial = None;
     }
 
     /// The next complete reply, `Ok(None)` when more bytes are needed, or an error when the
     /// stream is not SMTP or breaks a limit. After an error the parser should be discarded.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, ReplyError> {
-        let mut consumed = 0;
-        let result = self.parse_lines(&mut consumed);
-        self.buf.drain(..consumed);
+        let result = self.parse_lines();
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         result
     }
 
-    fn parse_lines(&mut self, consumed: &mut usize) -> Result<Option<Reply>, ReplyError> {
+    fn parse_lines(&mut self) -> Result<Option<Reply>, ReplyError> {
         loop {
-            let rest = &self.buf[*consumed..];
-            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+            let rest = &self.buf[self.start..];
+            let from = self.scanned.min(rest.len());
+            let Some(newline) = memchr::memchr(b'\n', &rest[from..]).map(|p| from + p) else {
+                self.scanned = rest.len();
                 if rest.len() >= MAX_REPLY_LINE_LEN {
                     return Err(ReplyError::LineTooLong);
                 }
                 return Ok(None);
             };
+            self.scanned = 0;
             if newline + 1 > MAX_REPLY_LINE_LEN {
                 return Err(ReplyError::LineTooLong);
             }
@@ -142,7 +153,7 @@ impl ReplyParser {
                 ));
             };
             let text = String::from_utf8_lossy(text).into_owned();
-            *consumed += newline + 1;
+            self.start += newline + 1;
 
             let partial = self.partial.get_or_insert_with(|| PartialReply {
                 code,
@@ -164,8 +175,7 @@ impl ReplyParser {
                 return Err(ReplyError::TooLarge);
             }
             if separator == Separator::Last {
-                let done = self.partial.take().map(|p| Reply::new(p.code, p.lines));
-                return Ok(done);
+                return Ok(self.partial.take().map(|p| Reply::new(p.code, p.lines)));
             }
         }
     }
@@ -250,6 +260,20 @@ mod tests {
             }
         }
         assert_eq!(got, whole);
+        assert_eq!(parser.buffered_len(), 0);
+    }
+
+    #[test]
+    fn a_large_feed_of_many_replies_is_consumed_without_quadratic_shifting() {
+        let mut parser = ReplyParser::new();
+        let n = 100_000;
+        parser.feed(&b"250 ok\r\n".repeat(n));
+        let mut count = 0;
+        while let Some(reply) = parser.next_reply().expect("valid") {
+            assert_eq!(reply.code().value(), 250);
+            count += 1;
+        }
+        assert_eq!(count, n);
         assert_eq!(parser.buffered_len(), 0);
     }
 
