@@ -471,7 +471,7 @@ async fn pool_limits_messages_per_connection_and_idle_time() {
     let mailer = Mailer::new(
         &config(
             server.port,
-            "      pool: {max_messages_per_connection: 2, idle_timeout: 100ms}\n",
+            "      pool: {max_messages_per_connection: 2, idle_timeout: 700ms}\n",
         ),
         None,
     )
@@ -487,7 +487,7 @@ async fn pool_limits_messages_per_connection_and_idle_time() {
         3,
         "2 + 2 + 1 messages"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     mailer
         .send(&note("late", &["a@x.test"]))
         .await
