@@ -395,12 +395,27 @@ impl Connection {
     /// After a `354`, sends `body` dot-stuffed with its terminator and returns the final reply.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<Reply> {
         let wire_body = crate::proto::DotStuffer::encode_all(body);
+        self.write_body(&wire_body, body.len(), None).await
+    }
+
+    /// Writes a dot-stuffed body and its final `.` (with an already encoded command group
+    /// behind them in the same write, when given) and reads the reply to the `.`.
+    pub(crate) async fn write_body(
+        &mut self,
+        wire_body: &[u8],
+        body_len: usize,
+        then: Option<(&[u8], &[String])>,
+    ) -> Result<Reply> {
         let timeouts = *self.options().timeouts();
         let wire = self.wire();
-        wire.note(&format!("message body: {} bytes", body.len()));
-        wire.queue_raw(&wire_body);
-        wire.flush_body(timeouts.data_block, wire_body.len())
-            .await?;
+        wire.note(&format!("message body: {body_len} bytes"));
+        // Body and terminator leave together (DESIGN: one write, no Nagle stall).
+        wire.queue_raw(wire_body);
+        let body_end = wire.queued_len();
+        if let Some((group, lines)) = then {
+            wire.queue_encoded(group, lines);
+        }
+        wire.flush_body(timeouts.data_block, body_end).await?;
         wire.read_reply(Stage::DataEnd, timeouts.data_end).await
     }
 

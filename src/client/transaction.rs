@@ -395,19 +395,9 @@ impl Connection {
             .is_some_and(|d| d.code() == ReplyCode::START_MAIL_INPUT);
 
         if any_accepted && go_ahead {
-            let wire = self.wire();
-            wire.note(&format!("message body: {} bytes", p.body_len));
-            // Body and terminator leave together (DESIGN: one write, no Nagle stall), and
-            // with the next message's commands behind them when there is one.
-            wire.queue_raw(&p.wire_body);
-            let body_end = wire.queued_len();
-            if let Some(n) = next {
-                wire.queue_encoded(&n.group, &n.group_lines);
-            }
-            if let Err(e) = wire.flush_body(timeouts.data_block, body_end).await {
-                return (Err(e), false);
-            }
-            let result = match wire.read_reply(Stage::DataEnd, timeouts.data_end).await {
+            // The next message's commands ride behind this body (RFC 2920 §3.1).
+            let then = next.map(|n| (n.group.as_slice(), n.group_lines.as_slice()));
+            let result = match self.write_body(&p.wire_body, p.body_len, then).await {
                 Ok(reply) if reply.is_positive() => Ok(TransactionReport {
                     mail_reply: mail,
                     recipients,
@@ -418,6 +408,7 @@ impl Connection {
                 }
                 Err(e) => Err(e),
             };
+            // After an error the session is poisoned, so whether the group left no longer matters.
             return (result, next.is_some());
         }
 

@@ -110,7 +110,7 @@ pub async fn deliver(
     let mut last_success: Option<(String, TransactionReport)> = None;
     let mut last_error: Option<Error> = None;
 
-    'routes: for route in routes {
+    'routes: for (index, route) in routes.iter().enumerate() {
         for number in 1..=route.retry.attempts.max(1) {
             let pending = ledger.pending();
             if pending.is_empty() {
@@ -210,11 +210,7 @@ pub async fn deliver(
         if ledger.pending().is_empty() {
             break;
         }
-        if let Some(next) = routes
-            .iter()
-            .skip_while(|r| r.provider != route.provider)
-            .nth(1)
-        {
+        if let Some(next) = routes.get(index + 1) {
             route.note(&format!("falling back to provider {}", next.provider));
         }
     }
