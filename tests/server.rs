@@ -515,8 +515,8 @@ async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() {
     conn.quit().await.expect("quit");
     let pid = child.id().expect("pid").to_string();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
+    std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
         .expect("kill -INT");
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
