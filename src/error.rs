@@ -175,6 +175,18 @@ impl Error {
         Error::new(kind, stage, err.to_string()).with_source(err)
     }
 
+    /// The same error without its source (for reporting one failure against several items).
+    pub(crate) fn duplicate(&self) -> Error {
+        Error {
+            kind: self.kind,
+            stage: self.stage,
+            message: self.message.clone(),
+            reply: self.reply.clone(),
+            recipients: self.recipients.clone(),
+            source: None,
+        }
+    }
+
     pub(crate) fn with_reply(mut self, reply: Reply) -> Error {
         self.reply = Some(reply);
         self

@@ -69,12 +69,26 @@ impl Connection {
     /// Refused before anything is sent when the session is not encrypted, unless the options
     /// say [`Security::None`] and `allow_insecure_auth`. A `334` challenge that is not base64
     /// is answered with `*`; rounds are capped. Transcripts show `<redacted>` for every payload.
+    ///
+    /// Cancel safety: if the future is dropped after AUTH was written and before the server's
+    /// final reply was read, the session is never used again.
     pub async fn authenticate(
         &mut self,
         credentials: &Credentials,
         mechanism: Option<Mechanism>,
     ) -> Result<Reply> {
-        self.wire().check_usable(Stage::Auth)?;
+        self.refuse_while_awaiting_body(Stage::Auth)?;
+        self.wire().begin(Stage::Auth)?;
+        let result = self.auth_exchange(credentials, mechanism).await;
+        self.wire().end();
+        result
+    }
+
+    async fn auth_exchange(
+        &mut self,
+        credentials: &Credentials,
+        mechanism: Option<Mechanism>,
+    ) -> Result<Reply> {
         if self.tls_info().is_none()
             && !(self.options().security == Security::None && self.options().allow_insecure_auth)
         {

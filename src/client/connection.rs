@@ -65,6 +65,8 @@ pub struct Greeted {
 
 impl Greeted {
     /// Connects over TCP to `host:port` and waits for the greeting, in plain text.
+    ///
+    /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
     pub async fn open(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
         let stream = connect_tcp(host, port, options.timeouts().connect).await?;
         let local = stream.local_addr().ok();
@@ -77,6 +79,8 @@ impl Greeted {
 
     /// Connects to `host:port`, runs the TLS handshake at once (implicit TLS, RFC 8314) and
     /// waits for the greeting over TLS.
+    ///
+    /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
     pub async fn open_tls(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
         let connector = options.tls_connector()?;
         let limit = options.timeouts().connect;
@@ -95,6 +99,8 @@ impl Greeted {
 
     /// Runs a session over any stream (an in-memory duplex, a stream you secured yourself)
     /// and waits for the greeting.
+    ///
+    /// Cancel safety: the stream is dropped with the future.
     pub async fn from_stream(stream: impl Transport, options: ClientOptions) -> Result<Greeted> {
         let server_name = options
             .tls_server_name
@@ -160,6 +166,9 @@ impl Greeted {
 
     /// Says EHLO (falling back to HELO when EHLO is answered with 500 or 502) and learns the
     /// server's capabilities.
+    ///
+    /// Cancel safety: the session is consumed; if the future is dropped, the connection is
+    /// closed.
     pub async fn ehlo(mut self) -> Result<Connection> {
         let s = &mut self.session;
         let capabilities =
@@ -233,6 +242,8 @@ impl Connection {
     ///
     /// With [`Security::StartTls`] (the default on every port but 465) a server that does not
     /// offer STARTTLS or refuses it ends the session with an error before any AUTH or MAIL.
+    ///
+    /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
     pub async fn connect(host: &str, port: u16, options: ClientOptions) -> Result<Connection> {
         let security = options.security.resolve(port);
         let credentials = options.credentials.clone();
@@ -255,6 +266,8 @@ impl Connection {
     }
 
     /// Runs a session over any stream: greeting, then EHLO (no TLS, no AUTH).
+    ///
+    /// Cancel safety: the stream is dropped with the future.
     pub async fn from_stream(stream: impl Transport, options: ClientOptions) -> Result<Connection> {
         Greeted::from_stream(stream, options).await?.ehlo().await
     }
@@ -264,9 +277,12 @@ impl Connection {
     /// Fails with [`ErrorKind::TlsRequired`] (after QUIT) when the server does not offer
     /// STARTTLS or answers anything but 220, and with a protocol error when the server sent
     /// bytes after its 220 (response injection). What was learned before TLS is forgotten.
+    ///
+    /// Cancel safety: the session is consumed; if the future is dropped, the connection is
+    /// closed.
     pub async fn starttls(mut self) -> Result<Connection> {
         let stage = Stage::StartTls;
-        self.session.wire.check_usable(stage)?;
+        self.session.wire.begin(stage)?;
         if self.session.tls.is_some() {
             // RFC 3207 §4.2: a STARTTLS offer after TLS is ignored, never acted on.
             return Err(Error::new(
@@ -328,6 +344,13 @@ impl Connection {
         })
     }
 
+    /// Closes the connection without a word: for a session whose stream may be out of step
+    /// (a cancelled exchange), where even QUIT could be read as part of something else.
+    pub(crate) async fn close_silently(mut self) {
+        let grace = QUIT_GRACE.min(self.session.options.timeouts().command);
+        self.session.wire.shutdown(grace).await;
+    }
+
     /// QUIT without waiting long, then close: for sessions ended by a policy (TLS required,
     /// AUTH failed) rather than by the server.
     async fn abandon(&mut self) {
@@ -366,36 +389,95 @@ impl Connection {
         &self.session.client_name
     }
 
-    /// False once a timeout, protocol error, lost connection or 421 made the session unusable.
+    /// False once a timeout, protocol error, lost connection or 421 made the session unusable,
+    /// once an exchange was cancelled half-way (its future dropped between the first byte
+    /// written and the last reply read), and while the server waits for a message body after
+    /// a raw DATA.
     pub fn is_usable(&self) -> bool {
-        !self.session.wire.is_poisoned()
+        self.session.wire.is_ready()
     }
 
     /// Says EHLO again (the capabilities are replaced by the new reply).
+    ///
+    /// Cancel safety: if the future is dropped after EHLO was written and before its reply was
+    /// read, the session is never used again (every later call fails, a pool discards it).
     pub async fn ehlo(&mut self) -> Result<&Capabilities> {
+        self.refuse_while_awaiting_body(Stage::Ehlo)?;
         let s = &mut self.session;
-        self.capabilities =
-            say_hello(&mut s.wire, &s.client_name, s.options.timeouts().command).await?;
+        s.wire.begin(Stage::Ehlo)?;
+        let result = say_hello(&mut s.wire, &s.client_name, s.options.timeouts().command).await;
+        s.wire.end();
+        self.capabilities = result?;
         Ok(&self.capabilities)
     }
 
-    /// Sends any command and returns the server's reply, whatever its code. For DATA, a `354`
-    /// must be followed by [`Connection::send_body`].
+    /// Sends any command and returns the server's reply, whatever its code. A `354` to DATA
+    /// must be followed by [`Connection::send_body`]; until then every other call is refused.
+    /// STARTTLS has its own call, [`Connection::starttls`].
+    ///
+    /// Cancel safety: if the future is dropped after the command was written and before its
+    /// reply was read, the session is never used again (every later call fails, a pool
+    /// discards it).
     pub async fn command(&mut self, command: &Command) -> Result<Reply> {
+        self.refuse_while_awaiting_body(Stage::Command)?;
+        if matches!(command, Command::StartTls) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                Stage::Command,
+                "STARTTLS changes the stream: use Connection::starttls",
+            ));
+        }
         let limit = match command {
             Command::Data => self.options().timeouts().data_start,
             _ => self.options().timeouts().command,
         };
         let wire = self.wire();
-        wire.queue(&[command], Stage::Command)?;
-        wire.flush(Stage::Command, limit).await?;
-        wire.read_reply(Stage::Command, limit).await
+        wire.begin(Stage::Command)?;
+        let result = async {
+            wire.queue(&[command], Stage::Command)?;
+            wire.flush(Stage::Command, limit).await?;
+            wire.read_reply(Stage::Command, limit).await
+        }
+        .await;
+        if let (Command::Data, Ok(reply)) = (command, &result) {
+            wire.set_awaiting_body(reply.code() == ReplyCode::START_MAIL_INPUT);
+        }
+        wire.end();
+        result
     }
 
-    /// After a `354`, sends `body` dot-stuffed with its terminator and returns the final reply.
+    /// After a `354` to [`Connection::command`]`(&Command::Data)`, sends `body` dot-stuffed with
+    /// its terminator and returns the final reply.
+    ///
+    /// Cancel safety: if the future is dropped before the final reply was read, the session
+    /// is never used again (the server may be in the middle of the body, or may have taken it).
     pub async fn send_body(&mut self, body: &[u8]) -> Result<Reply> {
+        if !self.wire().awaiting_body() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                Stage::Body,
+                "no message body expected: send DATA with Connection::command and get 354 first",
+            ));
+        }
         let wire_body = crate::proto::DotStuffer::encode_all(body);
-        self.write_body(&wire_body, body.len(), None).await
+        self.wire().begin(Stage::Body)?;
+        let result = self.write_body(&wire_body, body.len(), None).await;
+        let wire = self.wire();
+        wire.set_awaiting_body(false);
+        wire.end();
+        result
+    }
+
+    /// The error for any exchange but the body while the server waits for one.
+    pub(crate) fn refuse_while_awaiting_body(&self, stage: Stage) -> Result<()> {
+        if self.session.wire.awaiting_body() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                stage,
+                "the server waits for a message body after 354: call Connection::send_body first",
+            ));
+        }
+        Ok(())
     }
 
     /// Writes a dot-stuffed body and its final `.` (with an already encoded command group
@@ -420,16 +502,31 @@ impl Connection {
     }
 
     /// RSET: aborts the current transaction. Errors on anything but `250`.
+    ///
+    /// Cancel safety: if the future is dropped after RSET was written and before its reply was
+    /// read, the session is never used again.
     pub async fn rset(&mut self) -> Result<Reply> {
-        self.simple(Command::Rset, Stage::Rset).await
+        self.exchange_simple(Command::Rset, Stage::Rset).await
     }
 
     /// NOOP: checks that the server still answers. Errors on anything but `250`.
+    ///
+    /// Cancel safety: if the future is dropped after NOOP was written and before its reply was
+    /// read, the session is never used again.
     pub async fn noop(&mut self) -> Result<Reply> {
-        self.simple(Command::Noop, Stage::Noop).await
+        self.exchange_simple(Command::Noop, Stage::Noop).await
     }
 
-    async fn simple(&mut self, command: Command, stage: Stage) -> Result<Reply> {
+    async fn exchange_simple(&mut self, command: Command, stage: Stage) -> Result<Reply> {
+        self.refuse_while_awaiting_body(stage)?;
+        self.wire().begin(stage)?;
+        let result = self.simple(command, stage).await;
+        self.wire().end();
+        result
+    }
+
+    /// One command whose only good answer is `250`, inside an exchange already begun.
+    pub(crate) async fn simple(&mut self, command: Command, stage: Stage) -> Result<Reply> {
         let limit = self.options().timeouts().command;
         let wire = self.wire();
         wire.queue(&[&command], stage)?;
@@ -444,8 +541,23 @@ impl Connection {
     }
 
     /// QUIT and close. A server that does not answer within the command deadline is dropped.
+    ///
+    /// Cancel safety: the session is consumed; if the future is dropped, the connection is
+    /// closed.
     pub async fn quit(mut self) -> Result<Reply> {
         let limit = self.options().timeouts().command;
+        if !self.session.wire.is_ready() {
+            // A confused stream could take QUIT as part of a message body.
+            let err = self.session.wire.check_usable(Stage::Quit).err();
+            self.close_silently().await;
+            return Err(err.unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::Poisoned,
+                    Stage::Quit,
+                    "closed without QUIT: the session was in the middle of an exchange",
+                )
+            }));
+        }
         let wire = self.wire();
         let result = async {
             wire.queue(&[&Command::Quit], Stage::Quit)?;

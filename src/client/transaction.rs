@@ -120,6 +120,10 @@ impl Connection {
     /// and offered; a message over the SIZE limit fails before anything is sent.
     ///
     /// `message` is the RFC 5322 message (headers and body); line ends are normalised to CRLF.
+    ///
+    /// Cancel safety: if the future is dropped after the first command was written and before
+    /// the last reply was read, the session is never used again (every later call fails, a
+    /// pool discards it); whether the server took the message is then unknown.
     pub async fn send_mail(
         &mut self,
         envelope: &Envelope,
@@ -144,10 +148,26 @@ impl Connection {
     /// steady stream a message costs one round trip instead of two. Each transaction is still
     /// judged on its own replies; a message whose own preparation fails (bad address, too
     /// large) is reported without affecting the others.
+    ///
+    /// Cancel safety: if the future is dropped after the first command was written and before
+    /// the last reply was read, the session is never used again (every later call fails, a
+    /// pool discards it); which of the messages the server took is then unknown.
     pub async fn send_many(
         &mut self,
         batch: &[(&Envelope, &[u8])],
     ) -> Vec<Result<TransactionReport>> {
+        let started = self
+            .refuse_while_awaiting_body(Stage::MailFrom)
+            .and_then(|()| self.wire().begin(Stage::MailFrom));
+        if let Err(e) = started {
+            return batch.iter().map(|_| Err(e.duplicate())).collect();
+        }
+        let results = self.send_batch(batch).await;
+        self.wire().end();
+        results
+    }
+
+    async fn send_batch(&mut self, batch: &[(&Envelope, &[u8])]) -> Vec<Result<TransactionReport>> {
         let mut results: Vec<Option<Result<TransactionReport>>> = Vec::with_capacity(batch.len());
         let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
         for (envelope, message) in batch {
@@ -454,8 +474,8 @@ impl Connection {
         };
         let error = error.with_recipients(recipients);
         // RFC 5321 §4.1.1.5: reset so the next transaction starts clean.
-        if self.is_usable() {
-            if let Err(rset) = self.rset().await {
+        if !self.wire().is_poisoned() {
+            if let Err(rset) = self.simple(Command::Rset, Stage::Rset).await {
                 self.wire()
                     .note(&format!("RSET after failed transaction failed: {rset}"));
             }

@@ -1,5 +1,11 @@
 //! The framed byte stream of a session: command lines out, replies in, under deadlines,
 //! recorded in the transcript. Any failure here poisons the session for good.
+//!
+//! Cancel safety lives here too. Every public operation of a session is an *exchange*:
+//! [`Wire::begin`] marks it in flight before the first byte is written, [`Wire::end`] clears
+//! the mark once its last reply was read. A future dropped in between (a caller's `timeout`,
+//! a lost `select!` branch) never reaches `end`, so the mark stays, and the session is refused
+//! from then on: its replies would otherwise be read by the next exchange as its own.
 
 use std::time::Duration;
 
@@ -21,6 +27,10 @@ pub(crate) struct Wire {
     out: Vec<u8>,
     transcript: Option<Transcript>,
     poisoned: Option<String>,
+    /// The exchange begun and not yet ended (see the module docs).
+    in_flight: Option<Stage>,
+    /// The server answered a raw DATA with 354 and waits for the message body.
+    awaiting_body: bool,
 }
 
 impl Wire {
@@ -32,7 +42,48 @@ impl Wire {
             out: Vec::with_capacity(1024),
             transcript,
             poisoned: None,
+            in_flight: None,
+            awaiting_body: false,
         }
+    }
+
+    /// Starts an exchange: fails when the session is poisoned, and poisons it when an earlier
+    /// exchange never ended (its future was dropped between its first byte and its last reply).
+    pub(crate) fn begin(&mut self, stage: Stage) -> Result<()> {
+        self.check_usable(stage)?;
+        if let Some(earlier) = self.in_flight {
+            let err = Error::new(
+                ErrorKind::Poisoned,
+                stage,
+                format!(
+                    "connection not usable: an earlier exchange ({earlier}) was cancelled before its last reply was read"
+                ),
+            );
+            return Err(self.poison(err));
+        }
+        self.in_flight = Some(stage);
+        Ok(())
+    }
+
+    /// Ends the exchange begun by [`Wire::begin`]: every reply it asked for was read (or the
+    /// session is poisoned anyway).
+    pub(crate) fn end(&mut self) {
+        self.in_flight = None;
+    }
+
+    /// Whether the server waits for a message body after answering a raw DATA with 354.
+    pub(crate) fn awaiting_body(&self) -> bool {
+        self.awaiting_body
+    }
+
+    pub(crate) fn set_awaiting_body(&mut self, awaiting: bool) {
+        self.awaiting_body = awaiting;
+    }
+
+    /// True when the session can take a new exchange: not poisoned, no exchange left
+    /// unfinished by a dropped future, no body owed to the server.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.poisoned.is_none() && self.in_flight.is_none() && !self.awaiting_body
     }
 
     pub(crate) fn note(&self, line: &str) {

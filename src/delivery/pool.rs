@@ -117,6 +117,9 @@ impl Pool {
     }
 
     /// Lends a session: a reused idle one (checked with NOOP if it sat idle a while) or a new one.
+    ///
+    /// Cancel safety: a dropped future gives back its place in the queue; a session it was
+    /// checking or opening is closed, never lent.
     pub async fn get(&self) -> Result<PooledConnection> {
         let s = &self.shared;
         let permit = match tokio::time::timeout(
@@ -206,6 +209,9 @@ impl Pool {
     }
 
     /// QUITs every idle session.
+    ///
+    /// Cancel safety: sessions not yet closed when the future is dropped are closed without
+    /// QUIT.
     pub async fn close_idle(&self) {
         let idle: Vec<Idle> = self
             .shared
@@ -271,6 +277,10 @@ pub struct PooledConnection {
 impl PooledConnection {
     /// Sends one message (see [`Connection::send_mail`]) and counts it against
     /// `max_messages_per_connection`.
+    ///
+    /// Cancel safety: if the future is dropped after the first command was written and before
+    /// the last reply was read, the session is closed when this `PooledConnection` is dropped,
+    /// never lent again.
     pub async fn send_mail(
         &mut self,
         envelope: &Envelope,
@@ -308,7 +318,13 @@ impl Drop for PooledConnection {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         if !conn.is_usable() {
-            return; // A failed session is dropped, never lent again.
+            // A failed session, or one whose exchange was cancelled half-way (its replies
+            // would be read by the next borrower as its own), is never lent again; it is
+            // closed without QUIT, which a confused stream could take for something else.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(conn.close_silently());
+            }
+            return;
         }
         let idle = Idle {
             conn,

@@ -107,6 +107,8 @@ impl RateLimiter {
 
     /// Waits until every window allows one more message, then takes it. Returns how long it
     /// waited and, if it waited, which window held it back.
+    ///
+    /// Cancel safety: a dropped future takes nothing and gives its turn to the next waiter.
     pub async fn acquire(&self) -> (Duration, Option<&'static str>) {
         // One waiter at a time, in arrival order (tokio's Mutex is fair).
         let _turn = self.queue.lock().await;

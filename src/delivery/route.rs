@@ -100,6 +100,9 @@ fn summary(err: &Error) -> (String, String) {
 }
 
 /// Sends `message` through `routes` in order. See the crate README for the rules.
+///
+/// Cancel safety: a dropped future may leave the message sent, partly sent or not sent; a
+/// session it was using is closed, never lent to another delivery.
 pub async fn deliver(
     routes: &[Route],
     message: &BuiltMessage,

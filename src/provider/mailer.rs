@@ -85,6 +85,9 @@ impl RouteTable {
     }
 
     /// QUITs the idle sessions of every provider.
+    ///
+    /// Cancel safety: sessions not yet closed when the future is dropped are closed without
+    /// QUIT.
     pub async fn close(&self) {
         for b in self.routes.values() {
             b.route.pool.close_idle().await;
@@ -193,6 +196,10 @@ impl Mailer {
 
     /// Builds the message and delivers it: pooled sessions, retries of transient failures
     /// (only for the recipients that failed), fallback providers, rate limits.
+    ///
+    /// Cancel safety: a dropped future may leave the message sent, partly sent or not sent;
+    /// a session it was using is closed, never lent to another send (so no other message can
+    /// be confused with this one).
     pub async fn send(&self, notification: &Notification) -> Result<DeliveryReport, DeliveryError> {
         let message = notification
             .build(&self.from)
@@ -207,6 +214,9 @@ impl Mailer {
     }
 
     /// QUITs the idle sessions of every provider (call before the program ends).
+    ///
+    /// Cancel safety: sessions not yet closed when the future is dropped are closed without
+    /// QUIT.
     pub async fn close(&self) {
         for r in &self.routes {
             r.pool.close_idle().await;

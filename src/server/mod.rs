@@ -125,11 +125,15 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket and prepares the store directory.
+    ///
+    /// Cancel safety: a dropped future binds nothing.
     pub async fn bind(config: ServerConfig) -> std::io::Result<Server> {
         Server::bind_with(config, None).await
     }
 
     /// Like [`Server::bind`], calling `on_message` for every stored message.
+    ///
+    /// Cancel safety: a dropped future binds nothing.
     pub async fn bind_with(
         config: ServerConfig,
         on_message: Option<MessageHook>,
@@ -161,6 +165,11 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting and gives open sessions up to
     /// 5 seconds to finish (a message being stored is finished; none is half-written).
+    ///
+    /// Cancel safety: dropping the future stops the server at once: every session is ended
+    /// where it stands. A message is stored whole (written to a hidden file and renamed in one
+    /// step that no cancellation can split) or not at all; a client cut off before its `250`
+    /// sees a closed connection, which it must treat as "outcome unknown".
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let mut sessions = JoinSet::new();
         let limit = Arc::new(tokio::sync::Semaphore::new(

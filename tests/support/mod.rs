@@ -6,3 +6,4 @@ pub mod fault_server;
 pub mod mock;
 pub mod postfix_smtpd;
 pub mod real_servers;
+pub mod truth_server;
