@@ -5,23 +5,30 @@ mod support;
 use std::time::Duration;
 
 use smtpkit::client::{
-    ClientOptions, Connection, Envelope, Greeted, Security, Timeouts, Transcript, TranscriptBuffer,
+    ClientOptions, Connection, Envelope, Greeted, Security, Timeouts, TransactionReport,
+    Transcript, TranscriptBuffer,
 };
 use smtpkit::proto::{Address, ClientName, Command};
 use smtpkit::{ErrorKind, Stage};
 use support::mock::{ehlo_ok, quit_ok, MockLog, MockServer, Step};
+
+/// A deadline no stage reaches on a loaded machine unless the server really stalls.
+const GENEROUS: Duration = Duration::from_secs(10);
+
+/// The deadline of the one stage a timeout test is about.
+const SHORT: Duration = Duration::from_millis(300);
 
 fn options() -> (ClientOptions, TranscriptBuffer) {
     let (transcript, lines) = Transcript::buffer();
     let options = ClientOptions {
         client_name: Some(ClientName::new("client.test").expect("valid")),
         timeouts: Timeouts {
-            connect: Duration::from_secs(5),
-            greeting: Duration::from_secs(5),
-            command: Duration::from_secs(5),
-            data_start: Duration::from_secs(5),
-            data_block: Duration::from_secs(5),
-            data_end: Duration::from_secs(5),
+            connect: GENEROUS,
+            greeting: GENEROUS,
+            command: GENEROUS,
+            data_start: GENEROUS,
+            data_block: GENEROUS,
+            data_end: GENEROUS,
         },
         transcript: Some(transcript),
         security: Security::None,
@@ -30,19 +37,12 @@ fn options() -> (ClientOptions, TranscriptBuffer) {
     (options, lines)
 }
 
-fn short_timeouts(ms: u64) -> ClientOptions {
-    let t = Duration::from_millis(ms);
-    ClientOptions {
-        timeouts: Timeouts {
-            connect: t,
-            greeting: t,
-            command: t,
-            data_start: t,
-            data_block: t,
-            data_end: t,
-        },
-        ..options().0
-    }
+/// Generous deadlines, except what `short` changes: only the stage under test is short, so
+/// a slow connect, greeting or EHLO on a loaded machine cannot fail the test.
+fn short_deadline(short: impl FnOnce(&mut Timeouts)) -> ClientOptions {
+    let mut options = options().0;
+    short(&mut options.timeouts);
+    options
 }
 
 fn addr(s: &str) -> Address {
@@ -462,9 +462,14 @@ async fn a_trickling_greeting_still_times_out() {
         interval: Duration::from_millis(50),
     }])
     .await;
-    let err = Greeted::open("127.0.0.1", server.port(), short_timeouts(400))
-        .await
-        .expect_err("times out");
+    // The whole line takes ~1.8 s to arrive; a loaded machine only makes it slower.
+    let err = Greeted::open(
+        "127.0.0.1",
+        server.port(),
+        short_deadline(|t| t.greeting = SHORT),
+    )
+    .await
+    .expect_err("times out");
     assert!(err.is_timeout(), "{err:?}");
     assert_eq!(err.stage(), Stage::Greeting);
     assert!(err.hint().expect("hint").contains("465"));
@@ -473,21 +478,26 @@ async fn a_trickling_greeting_still_times_out() {
 
 #[tokio::test]
 async fn after_a_timeout_the_connection_is_poisoned_and_writes_nothing() {
-    let server = MockServer::start(steps(vec![
-        ehlo_ok(&[]),
-        vec![
-            e("NOOP"),
-            Step::Delay(Duration::from_millis(600)),
-            r("250 late"),
-        ],
-    ]))
-    .await;
-    let mut conn = Connection::connect("127.0.0.1", server.port(), short_timeouts(300))
-        .await
-        .expect("connects");
-    let err = conn.noop().await.expect_err("times out");
-    assert!(err.is_timeout() && err.is_transient());
+    // EHLO, NOOP and MAIL share the command deadline, so the timeout under test is DATA's
+    // (data_start): the server never answers it.
+    let server =
+        MockServer::start(steps(vec![ehlo_ok(&[]), vec![e("DATA"), Step::ExpectEof]])).await;
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port(),
+        short_deadline(|t| t.data_start = SHORT),
+    )
+    .await
+    .expect("connects");
+    let err = conn.command(&Command::Data).await.expect_err("times out");
+    assert_eq!(
+        (err.kind(), err.stage()),
+        (ErrorKind::Timeout, Stage::Command)
+    );
+    assert!(err.is_transient() && !err.is_outcome_unknown());
     assert!(!conn.is_usable());
+    let err = conn.noop().await.expect_err("poisoned");
+    assert_eq!(err.kind(), ErrorKind::Poisoned);
     let err = conn
         .send_mail(&envelope(&["x@example.org"]), MESSAGE)
         .await
@@ -495,9 +505,11 @@ async fn after_a_timeout_the_connection_is_poisoned_and_writes_nothing() {
     assert_eq!(err.kind(), ErrorKind::Poisoned);
     drop(conn);
     let log = server.finish().await;
-    assert!(
-        !log.received_str(0).contains("MAIL"),
-        "nothing written after the timeout"
+    log.assert_ok();
+    assert_eq!(
+        log.received_str(0),
+        "EHLO client.test\r\nDATA\r\n",
+        "nothing written after the timeout, and the session closed"
     );
 }
 
@@ -599,20 +611,32 @@ async fn timeout_after_the_final_dot_is_outcome_unknown() {
             e("DATA"),
             r("354 go"),
             Step::ExpectData,
+            // Never answers the final dot; ends when the client gives up and closes.
+            Step::ExpectEof,
         ],
-        vec![Step::Delay(Duration::from_millis(800))],
     ]))
     .await;
-    let mut conn = Connection::connect("127.0.0.1", server.port(), short_timeouts(400))
-        .await
-        .expect("connects");
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port(),
+        short_deadline(|t| t.data_end = SHORT),
+    )
+    .await
+    .expect("connects");
     let err = conn
         .send_mail(&envelope(&["x@example.org"]), MESSAGE)
         .await
         .expect_err("timeout");
-    assert!(err.is_timeout() && err.is_outcome_unknown() && !err.is_transient());
+    assert_eq!(
+        (err.kind(), err.stage()),
+        (ErrorKind::Timeout, Stage::DataEnd)
+    );
+    assert!(err.is_outcome_unknown() && !err.is_transient());
+    assert!(!conn.is_usable());
     drop(conn);
-    server.finish().await.assert_ok();
+    let log = server.finish().await;
+    log.assert_ok();
+    assert_eq!(log.messages, [MESSAGE.to_vec()], "the whole message left");
 }
 
 #[tokio::test]
@@ -939,13 +963,22 @@ async fn transcript_shows_both_sides_escaped() {
 
 #[tokio::test]
 async fn a_server_that_answers_nothing_after_connect_times_out_at_greeting() {
-    let server = MockServer::start(vec![Step::Delay(Duration::from_millis(800))]).await;
-    let err = Connection::connect("127.0.0.1", server.port(), short_timeouts(300))
-        .await
-        .expect_err("silent");
-    assert!(err.is_timeout());
-    assert_eq!(err.stage(), Stage::Greeting);
-    drop(server);
+    // Silent until the client gives up and closes.
+    let server = MockServer::start(vec![Step::ExpectEof]).await;
+    let err = Connection::connect(
+        "127.0.0.1",
+        server.port(),
+        short_deadline(|t| t.greeting = SHORT),
+    )
+    .await
+    .expect_err("silent");
+    assert_eq!(
+        (err.kind(), err.stage()),
+        (ErrorKind::Timeout, Stage::Greeting)
+    );
+    let log = server.finish().await;
+    log.assert_ok();
+    assert_eq!(log.received(0), b"", "nothing sent before a greeting");
 }
 
 #[tokio::test]
@@ -1042,6 +1075,25 @@ async fn send_many_pipelines_each_body_with_the_next_commands() {
     );
 }
 
+/// Checks that `result` is the error of a message never sent because the session ended
+/// during an earlier one.
+fn assert_not_sent(result: &smtpkit::Result<TransactionReport>, which: usize) {
+    let err = result.as_ref().expect_err("not sent");
+    assert_eq!(
+        (err.kind(), err.stage()),
+        (ErrorKind::Closed, Stage::MailFrom),
+        "message {which}: {err:?}"
+    );
+    assert!(
+        err.is_transient() && !err.is_outcome_unknown(),
+        "message {which}: {err:?}"
+    );
+    assert!(
+        err.to_string().contains("not sent"),
+        "message {which}: {err}"
+    );
+}
+
 #[tokio::test]
 async fn send_many_loss_after_a_pipelined_body_is_outcome_unknown_and_the_rest_not_sent() {
     let server = MockServer::start(steps(vec![
@@ -1063,13 +1115,245 @@ async fn send_many_loss_after_a_pipelined_body_is_outcome_unknown_and_the_rest_n
     let results = conn
         .send_many(&[(&env, MESSAGE), (&env, MESSAGE), (&env, MESSAGE)])
         .await;
+    assert_eq!(results.len(), 3, "one result per message");
     let first = results[0].as_ref().expect_err("lost");
-    assert!(first.is_outcome_unknown(), "{first:?}");
-    for later in &results[1..] {
-        let err = later.as_ref().expect_err("not sent");
-        assert!(err.is_transient() && !err.is_outcome_unknown(), "{err:?}");
+    assert_eq!(
+        (first.kind(), first.stage()),
+        (ErrorKind::Closed, Stage::DataEnd),
+        "{first:?}"
+    );
+    assert!(
+        first.is_outcome_unknown() && !first.is_transient(),
+        "{first:?}"
+    );
+    assert_not_sent(&results[1], 2);
+    assert_not_sent(&results[2], 3);
+    assert!(!conn.is_usable());
+    drop(conn);
+    let log = server.finish().await;
+    log.assert_ok();
+    assert_eq!(log.messages, [MESSAGE.to_vec()], "only the first body left");
+}
+
+#[tokio::test]
+async fn send_many_loss_while_reading_a_later_messages_replies() {
+    // Message 2's commands left with message 1's body; the server answers MAIL and closes.
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["PIPELINING"]),
+        vec![
+            e("MAIL"),
+            e("RCPT"),
+            e("DATA"),
+            r("250 ok"),
+            r("250 ok"),
+            r("354 go"),
+            Step::ExpectData,
+            r("250 ok id=one"),
+        ],
+        vec![e("MAIL"), e("RCPT"), e("DATA"), r("250 ok"), Step::Close],
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    let env = envelope(&["a@example.org"]);
+    let results = conn
+        .send_many(&[
+            (&env, b"Subject: 1\r\n\r\none\r\n"),
+            (&env, b"Subject: 2\r\n\r\ntwo\r\n"),
+            (&env, b"Subject: 3\r\n\r\nthree\r\n"),
+            (&env, b"Subject: 4\r\n\r\nfour\r\n"),
+        ])
+        .await;
+    assert_eq!(results.len(), 4, "one result per message");
+    assert_eq!(
+        results[0]
+            .as_ref()
+            .expect("first delivered")
+            .queue_id()
+            .as_deref(),
+        Some("one")
+    );
+    let second = results[1].as_ref().expect_err("lost");
+    assert_eq!(
+        (second.kind(), second.stage()),
+        (ErrorKind::Closed, Stage::RcptTo),
+        "{second:?}"
+    );
+    assert!(
+        second.is_transient() && !second.is_outcome_unknown(),
+        "no body left, so it was not delivered: {second:?}"
+    );
+    assert_not_sent(&results[2], 3);
+    assert_not_sent(&results[3], 4);
+    assert!(!conn.is_usable());
+    drop(conn);
+    let log = server.finish().await;
+    log.assert_ok();
+    assert_eq!(log.messages, [b"Subject: 1\r\n\r\none\r\n".to_vec()]);
+    assert_eq!(
+        log.received_str(0).matches("MAIL FROM").count(),
+        2,
+        "message 3's commands never left"
+    );
+}
+
+#[tokio::test]
+async fn send_many_in_lockstep_loss_in_the_middle() {
+    // A server without PIPELINING, and one that offers it to a client told not to use it.
+    for (extensions, disable_pipelining) in [(&[][..], false), (&["PIPELINING"][..], true)] {
+        let server = MockServer::start(steps(vec![
+            ehlo_ok(extensions),
+            vec![
+                e("MAIL"),
+                r("250 ok"),
+                e("RCPT"),
+                r("250 ok"),
+                e("DATA"),
+                r("354 go"),
+                Step::ExpectData,
+                r("250 ok id=one"),
+            ],
+            vec![e("MAIL"), r("250 ok"), e("RCPT"), Step::Close],
+        ]))
+        .await;
+        let mut opts = options().0;
+        opts.disable_pipelining = disable_pipelining;
+        let mut conn = Connection::connect("127.0.0.1", server.port(), opts)
+            .await
+            .expect("connects");
+        let env = envelope(&["a@example.org"]);
+        let results = conn
+            .send_many(&[
+                (&env, b"Subject: 1\r\n\r\none\r\n"),
+                (&env, b"Subject: 2\r\n\r\ntwo\r\n"),
+                (&env, b"Subject: 3\r\n\r\nthree\r\n"),
+            ])
+            .await;
+        let case = format!("extensions {extensions:?}, disable_pipelining {disable_pipelining}");
+        assert_eq!(results.len(), 3, "{case}");
+        assert_eq!(
+            results[0]
+                .as_ref()
+                .expect("first delivered")
+                .queue_id()
+                .as_deref(),
+            Some("one"),
+            "{case}"
+        );
+        let second = results[1].as_ref().expect_err("lost");
+        assert_eq!(
+            (second.kind(), second.stage()),
+            (ErrorKind::Closed, Stage::RcptTo),
+            "{case}: {second:?}"
+        );
+        assert!(
+            second.is_transient() && !second.is_outcome_unknown(),
+            "{case}: {second:?}"
+        );
+        assert_not_sent(&results[2], 3);
+        assert!(!conn.is_usable(), "{case}");
+        drop(conn);
+        let log = server.finish().await;
+        log.assert_ok();
+        assert_eq!(
+            log.messages,
+            [b"Subject: 1\r\n\r\none\r\n".to_vec()],
+            "{case}"
+        );
+        // Lock-step: every command waited for the previous reply, so each read holds one
+        // command, and no body carried the next message's commands.
+        for chunk in reads(&log) {
+            if chunk.contains("MAIL") || chunk.contains("RCPT") || chunk.contains("DATA") {
+                assert_eq!(
+                    chunk.matches("\r\n").count(),
+                    1,
+                    "{case}: one command per read: {chunk:?}"
+                );
+            }
+        }
+        assert_eq!(
+            log.received_str(0).matches("MAIL FROM").count(),
+            2,
+            "{case}"
+        );
     }
-    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn send_many_loss_during_a_later_messages_body_is_not_outcome_unknown() {
+    // Message 2's body is far larger than the socket buffers can hold, so the server closing
+    // after a part of it cuts the upload short: the client sees the loss while still writing
+    // the body, before the final dot could have left.
+    let mut big = b"Subject: 2\r\n\r\n".to_vec();
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    while big.len() < 24 * 1024 * 1024 {
+        big.extend_from_slice(line);
+    }
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["PIPELINING"]),
+        vec![
+            e("MAIL"),
+            e("RCPT"),
+            e("DATA"),
+            r("250 ok"),
+            r("250 ok"),
+            r("354 go"),
+            Step::ExpectData,
+            r("250 ok id=one"),
+        ],
+        vec![
+            e("MAIL"),
+            e("RCPT"),
+            e("DATA"),
+            r("250 ok"),
+            r("250 ok"),
+            r("354 go"),
+            Step::WaitBytes(256 * 1024),
+            Step::Close,
+        ],
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    let env = envelope(&["a@example.org"]);
+    let results = conn
+        .send_many(&[
+            (&env, b"Subject: 1\r\n\r\none\r\n"),
+            (&env, &big),
+            (&env, b"Subject: 3\r\n\r\nthree\r\n"),
+            (&env, b"Subject: 4\r\n\r\nfour\r\n"),
+        ])
+        .await;
+    assert_eq!(results.len(), 4, "one result per message");
+    assert_eq!(
+        results[0]
+            .as_ref()
+            .expect("first delivered")
+            .queue_id()
+            .as_deref(),
+        Some("one")
+    );
+    let second = results[1].as_ref().expect_err("lost");
+    assert_eq!(
+        (second.kind(), second.stage()),
+        (ErrorKind::Closed, Stage::Body),
+        "{second:?}"
+    );
+    assert!(
+        second.is_transient() && !second.is_outcome_unknown(),
+        "the final dot never left: {second:?}"
+    );
+    assert_not_sent(&results[2], 3);
+    assert_not_sent(&results[3], 4);
+    assert!(!conn.is_usable());
+    drop(conn);
+    let log = server.finish().await;
+    log.assert_ok();
+    assert_eq!(log.messages, [b"Subject: 1\r\n\r\none\r\n".to_vec()]);
+    let received = log.received(0);
+    assert!(
+        received.len() < big.len(),
+        "the server took only part of the body ({} bytes)",
+        received.len()
+    );
 }
 
 #[tokio::test]

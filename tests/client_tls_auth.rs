@@ -409,50 +409,160 @@ async fn auth_login_answers_by_round_whatever_the_prompt() {
     }
 }
 
+/// The OAuth 2.0 access token used as the XOAUTH2 secret.
+const TOKEN: &str = "ya29.a0AfB_byC-Test_Token.42";
+
+/// The XOAUTH2 initial response for alice and [`TOKEN`], built from the format Google and
+/// Microsoft document: base64("user=" user ^A "auth=Bearer " token ^A ^A).
+fn xoauth2_initial() -> String {
+    b64(&format!(
+        "user=alice@example.com\x01auth=Bearer {TOKEN}\x01\x01"
+    ))
+}
+
+fn xoauth2_options(pki: &TestPki) -> (ClientOptions, TranscriptBuffer) {
+    let (mut opts, lines) = options(pki, Security::StartTls, false);
+    opts.credentials =
+        Some(Credentials::new("alice@example.com", Secret::new(TOKEN)).expect("valid"));
+    opts.auth_mechanism = Some(Mechanism::XOAuth2);
+    (opts, lines)
+}
+
+/// Fails if the token, or any base64 form of it the client builds, is in `text`.
+fn assert_no_token(text: &str) {
+    for secret in [TOKEN.to_owned(), xoauth2_initial(), b64(TOKEN)] {
+        assert!(
+            !text.contains(&secret),
+            "secret {secret:?} leaked in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn xoauth2_success_sends_the_exact_initial_response_and_keeps_the_token_out_of_the_transcript(
+) {
+    let pki = TestPki::new();
+    let auth_line = format!("AUTH XOAUTH2 {}", xoauth2_initial());
+    let server = MockServer::start_tls(
+        steps(vec![
+            plain_ehlo(&["STARTTLS"]),
+            starttls_then(&["AUTH LOGIN PLAIN XOAUTH2"]),
+            vec![e(&auth_line), r("235 2.7.0 Accepted")],
+            quit_ok(),
+        ]),
+        pki.server_config(Leaf::Valid),
+    )
+    .await;
+    let (opts, lines) = xoauth2_options(&pki);
+    let conn = Connection::connect("127.0.0.1", server.port(), opts)
+        .await
+        .expect("235 means authenticated");
+    assert!(conn.is_usable());
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    // Expect only checks a prefix: the whole line, and nothing else in its place, is checked here.
+    assert!(
+        log.lines[0].contains(&auth_line),
+        "the exact AUTH line: {:?}",
+        log.lines[0]
+    );
+    assert!(
+        log.received_str(0)
+            .ends_with(&format!("\r\n{auth_line}\r\nQUIT\r\n")),
+        "AUTH, then nothing but QUIT: {:?}",
+        log.received_str(0)
+    );
+    let transcript = lines.lines();
+    assert!(
+        transcript.contains(&"C: AUTH XOAUTH2 <redacted>".to_owned()),
+        "{transcript:?}"
+    );
+    assert!(
+        transcript.contains(&"S: 235 2.7.0 Accepted".to_owned()),
+        "{transcript:?}"
+    );
+    assert_no_token(&transcript.join("\n"));
+}
+
 #[tokio::test]
 async fn xoauth2_error_challenge_gets_an_empty_reply_then_fails() {
     let pki = TestPki::new();
-    let token_line = b64(&format!(
-        "user=alice@example.com\x01auth=Bearer {PASSWORD}\x01\x01"
-    ));
+    let auth_line = format!("AUTH XOAUTH2 {}", xoauth2_initial());
     let challenge =
         b64(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#);
     let server = MockServer::start_tls(
         steps(vec![
             plain_ehlo(&["STARTTLS"]),
             starttls_then(&["AUTH XOAUTH2 PLAIN"]),
-            vec![
-                e(&format!("AUTH XOAUTH2 {token_line}")),
-                r(&format!("334 {challenge}")),
-            ],
-            vec![
-                Step::WaitBytes(2),
-                e(""),
-                r("535 5.7.8 Username and Password not accepted"),
-            ],
+            vec![e(&auth_line), r(&format!("334 {challenge}"))],
+            // Expect("") matches any line; the bytes are checked exactly below.
+            vec![e(""), r("535 5.7.8 Username and Password not accepted")],
             quit_ok(),
         ]),
         pki.server_config(Leaf::Valid),
     )
     .await;
-    let (opts, _) = options(&pki, Security::StartTls, false);
-    let err = Connection::connect(
-        "127.0.0.1",
-        server.port(),
-        with_credentials(opts, Some(Mechanism::XOAuth2)),
-    )
-    .await
-    .expect_err("535");
+    let (opts, lines) = xoauth2_options(&pki);
+    let err = Connection::connect("127.0.0.1", server.port(), opts)
+        .await
+        .expect_err("535");
     assert_eq!((err.kind(), err.stage()), (ErrorKind::Auth, Stage::Auth));
     assert_eq!(err.reply().map(|r| r.code().value()), Some(535));
+    assert!(err.is_permanent());
     assert!(err.hint().expect("hint").contains("App Password"));
     let log = server.finish().await;
     log.assert_ok();
-    let after_tls = log.lines[0].join("\n");
+    // The answer to the error challenge is an empty line: exactly CRLF, then QUIT.
+    let sent = log.received_str(0);
     assert!(
-        after_tls.contains("QUIT"),
-        "the client quit after the failure: {after_tls}"
+        sent.ends_with(&format!("\r\n{auth_line}\r\n\r\nQUIT\r\n")),
+        "AUTH, an empty line, QUIT: {sent:?}"
     );
+    assert_eq!(
+        log.lines[0][log.lines[0].len() - 3..],
+        [auth_line.as_str(), "", "QUIT"]
+    );
+    assert_no_token(&format!("{}\n{err}\n{err:?}", lines.lines().join("\n")));
+}
+
+#[tokio::test]
+async fn xoauth2_a_second_challenge_after_the_empty_reply_is_cancelled() {
+    let pki = TestPki::new();
+    let auth_line = format!("AUTH XOAUTH2 {}", xoauth2_initial());
+    let challenge = b64(r#"{"status":"401","schemes":"bearer"}"#);
+    let server = MockServer::start_tls(
+        steps(vec![
+            plain_ehlo(&["STARTTLS"]),
+            starttls_then(&["AUTH XOAUTH2"]),
+            vec![e(&auth_line), r(&format!("334 {challenge}"))],
+            // A server that challenges again instead of failing: the client cancels with "*".
+            vec![e(""), r(&format!("334 {challenge}"))],
+            vec![e("*"), r("501 5.7.0 authentication cancelled")],
+            quit_ok(),
+        ]),
+        pki.server_config(Leaf::Valid),
+    )
+    .await;
+    let (opts, lines) = xoauth2_options(&pki);
+    let err = Connection::connect("127.0.0.1", server.port(), opts)
+        .await
+        .expect_err("cancelled");
+    assert_eq!((err.kind(), err.stage()), (ErrorKind::Auth, Stage::Auth));
+    assert_eq!(err.reply().map(|r| r.code().value()), Some(501));
+    let log = server.finish().await;
+    log.assert_ok();
+    let sent = log.received_str(0);
+    assert!(
+        sent.ends_with(&format!("\r\n{auth_line}\r\n\r\n*\r\nQUIT\r\n")),
+        "AUTH, an empty line, \"*\", QUIT: {sent:?}"
+    );
+    let transcript = lines.lines();
+    assert!(
+        transcript.iter().any(|l| l.contains("cancelling AUTH")),
+        "the cancel is noted: {transcript:?}"
+    );
+    assert_no_token(&transcript.join("\n"));
 }
 
 #[tokio::test]

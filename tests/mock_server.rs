@@ -9,8 +9,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
 
-/// Upper bound for every client-side operation in these tests.
-const T: Duration = Duration::from_secs(5);
+/// Upper bound for every client-side operation in these tests: generous, only a hung mock
+/// reaches it.
+const T: Duration = Duration::from_secs(10);
+
+/// The deadline of the one mock step a timeout test is about.
+const SHORT: Duration = Duration::from_millis(200);
 
 async fn connect(server: &MockServer) -> TcpStream {
     timeout(T, TcpStream::connect(server.addr()))
@@ -33,6 +37,17 @@ async fn send(r: &mut BufReader<TcpStream>, bytes: &[u8]) {
         .await
         .expect("write timed out")
         .expect("write");
+}
+
+/// Waits until the mock has read `n` bytes on its first connection (an event, not a delay).
+async fn wait_received(server: &MockServer, n: usize) {
+    timeout(T, async {
+        while server.log_snapshot().received(0).len() < n {
+            sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the mock did not read the bytes sent");
 }
 
 async fn read_to_end(r: &mut BufReader<TcpStream>) -> Vec<u8> {
@@ -72,7 +87,6 @@ async fn reply_expect_round_trip() {
     script.extend(quit_ok());
     script.push(Step::ExpectEof);
     let server = MockServer::start(script).await;
-    assert_ne!(server.port(), 0);
     let mut c = BufReader::new(connect(&server).await);
     assert_eq!(read_line(&mut c).await, "220 mock.test ESMTP\r\n");
     send(&mut c, b"ehlo client.test\r\n").await; // case-insensitive prefix
@@ -111,12 +125,19 @@ async fn expect_data_captures_dot_stuffed_body_verbatim() {
     read_line(&mut c).await;
     send(&mut c, b"DATA\r\n").await;
     assert_eq!(read_line(&mut c).await, "354 go\r\n");
-    // Terminator split across writes, a ".." line that must not terminate.
-    send(&mut c, b"Subject: t\r\n\r\n..leading dot\r\n").await;
-    sleep(Duration::from_millis(30)).await;
-    send(&mut c, b"..\r\nend\r\n.").await;
-    sleep(Duration::from_millis(30)).await;
-    send(&mut c, b"\r\n").await;
+    // Terminator split across reads, a ".." line that must not terminate. Each piece is sent
+    // once the mock has read the previous one, so each is one read (checked below).
+    let pieces: [&[u8]; 3] = [
+        b"Subject: t\r\n\r\n..leading dot\r\n",
+        b"..\r\nend\r\n.",
+        b"\r\n",
+    ];
+    let mut total = b"DATA\r\n".len();
+    for piece in pieces {
+        send(&mut c, piece).await;
+        total += piece.len();
+        wait_received(&server, total).await;
+    }
     assert_eq!(read_line(&mut c).await, "250 queued\r\n");
     // Empty message, terminator pipelined with the next command.
     send(&mut c, b"DATA\r\n").await;
@@ -135,6 +156,18 @@ async fn expect_data_captures_dot_stuffed_body_verbatim() {
         ]
     );
     assert_eq!(log.lines[0], vec!["DATA", "DATA", "QUIT"]);
+    assert_eq!(
+        log.reads[0],
+        [
+            &b"DATA\r\n"[..],
+            pieces[0],
+            pieces[1],
+            pieces[2],
+            b"DATA\r\n",
+            b".\r\nQUIT\r\n"
+        ],
+        "the terminator really was split across reads"
+    );
 }
 
 #[tokio::test]
@@ -175,17 +208,24 @@ async fn read_boundaries_are_logged() {
 
 #[tokio::test]
 async fn wait_bytes_times_out_silently() {
-    let server = MockServer::start_with_timeout(
-        vec![Step::WaitBytes(100), Step::reply("250 ok"), Step::Close],
-        Duration::from_millis(100),
-    )
+    // Accept, the first byte and the reply have the default deadline; only the wait for
+    // 100 bytes, which never come, is short.
+    let server = MockServer::start(vec![
+        Step::WaitBytes(1),
+        Step::SetTimeout(SHORT),
+        Step::WaitBytes(100),
+        Step::SetTimeout(DEFAULT_TIMEOUT),
+        Step::reply("250 ok"),
+        Step::Close,
+    ])
     .await;
     let mut c = BufReader::new(connect(&server).await);
     send(&mut c, b"x").await;
     assert_eq!(read_line(&mut c).await, "250 ok\r\n");
+    assert!(read_to_end(&mut c).await.is_empty(), "then the mock closed");
     let log = server.finish().await;
     log.assert_ok();
-    assert_eq!(log.received(0), b"x");
+    assert_eq!(log.reads[0], [b"x"]);
 }
 
 #[tokio::test]
@@ -208,22 +248,27 @@ async fn endless_is_bounded_by_max_bytes() {
 
 #[tokio::test]
 async fn endless_stops_when_client_goes_away() {
+    // No byte limit to speak of: only the failed write can end the step, and finish() panics
+    // if the script is still running after FINISH_TIMEOUT.
+    let line = "250-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     let server = MockServer::start(vec![
         Step::Endless {
-            line: "250-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
-            max_bytes: 1 << 30,
+            line: line.into(),
+            max_bytes: usize::MAX,
         },
         Step::Close,
     ])
     .await;
     let mut c = BufReader::new(connect(&server).await);
     let mut buf = [0u8; 4096];
-    let n = timeout(T, c.read(&mut buf)).await.unwrap().unwrap();
-    assert!(n > 0);
+    let n = timeout(T, c.read_exact(&mut buf))
+        .await
+        .expect("read timed out")
+        .expect("read");
+    let expected: Vec<u8> = format!("{line}\r\n").bytes().cycle().take(n).collect();
+    assert_eq!(&buf[..n], &expected[..], "the line, repeated");
     drop(c);
-    let started = std::time::Instant::now();
     let log = server.finish().await;
-    assert!(started.elapsed() < Duration::from_secs(5));
     log.assert_ok();
 }
 
@@ -244,7 +289,6 @@ async fn trickle_and_split_deliver_all_bytes_slowly() {
         Step::Close,
     ])
     .await;
-    let started = std::time::Instant::now();
     let mut c = connect(&server).await;
     let mut got = Vec::new();
     let mut reads = 0;
@@ -258,9 +302,8 @@ async fn trickle_and_split_deliver_all_bytes_slowly() {
         got.extend_from_slice(&buf[..n]);
     }
     assert_eq!(got, b"220 slow\r\n250-a\r\n250 b\r\n221 raw");
+    // 13 writes with a pause between each: they cannot all arrive together.
     assert!(reads >= 5, "expected many small reads, got {reads}");
-    // 9 pauses of trickle + 3 of split, 15 ms each.
-    assert!(started.elapsed() >= Duration::from_millis(150));
     server.finish().await.assert_ok();
 }
 
@@ -304,10 +347,14 @@ async fn mismatched_expect_records_error_and_closes() {
 
 #[tokio::test]
 async fn read_timeout_records_error() {
-    let server = MockServer::start_with_timeout(
-        vec![Step::reply("220 hi"), Step::expect("EHLO")],
-        Duration::from_millis(200),
-    )
+    // Only the line that never completes has a short deadline, and it starts once the mock
+    // holds the partial line.
+    let server = MockServer::start(vec![
+        Step::reply("220 hi"),
+        Step::WaitBytes(2),
+        Step::SetTimeout(SHORT),
+        Step::expect("EHLO"),
+    ])
     .await;
     let mut c = BufReader::new(connect(&server).await);
     read_line(&mut c).await;
@@ -316,7 +363,11 @@ async fn read_timeout_records_error() {
     assert!(read_to_end(&mut c).await.is_empty());
     let log = server.finish().await;
     assert_eq!(log.errors.len(), 1, "{:?}", log.errors);
-    assert!(log.errors[0].contains("timed out"), "{}", log.errors[0]);
+    assert!(
+        log.errors[0].contains(&format!("read timed out after {SHORT:?}")),
+        "{}",
+        log.errors[0]
+    );
     assert!(log.errors[0].contains("\"EH\""), "{}", log.errors[0]);
 }
 
@@ -349,12 +400,19 @@ async fn expect_eof_records_trailing_bytes() {
 
 #[tokio::test]
 async fn expect_eof_timeout_is_an_error() {
-    let server =
-        MockServer::start_with_timeout(vec![Step::ExpectEof], Duration::from_millis(100)).await;
+    let server = MockServer::start(vec![Step::SetTimeout(SHORT), Step::ExpectEof]).await;
     let mut c = BufReader::new(connect(&server).await);
+    // The client stays connected; the mock gives up and closes.
     assert!(read_to_end(&mut c).await.is_empty());
     let log = server.finish().await;
     assert_eq!(log.errors.len(), 1, "{:?}", log.errors);
+    assert!(
+        log.errors[0].contains(&format!(
+            "client did not close the connection within {SHORT:?}"
+        )),
+        "{}",
+        log.errors[0]
+    );
 }
 
 #[tokio::test]

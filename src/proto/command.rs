@@ -364,6 +364,21 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_sasl_response_is_a_bare_crlf() {
+        // XOAUTH2 answers an error challenge with an empty line (RFC 4954 §4 allows an empty
+        // response); it must be exactly CRLF, not a space, `=` or anything else.
+        let mut out = b"previous".to_vec();
+        Command::AuthResponse(Secret::new(""))
+            .encode(&mut out)
+            .expect("an empty response encodes");
+        assert_eq!(out, b"previous\r\n");
+        assert_eq!(
+            Command::AuthResponse(Secret::new("")).redacted(),
+            "<redacted>"
+        );
+    }
+
+    #[test]
     fn auth_payloads_are_redacted_in_transcripts() {
         let auth = Command::Auth {
             mechanism: MechanismName::new("PLAIN").expect("valid"),

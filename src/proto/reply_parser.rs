@@ -91,6 +91,17 @@ pub struct ReplyParser {
     /// Bytes after `start` already searched for a line end without finding one.
     scanned: usize,
     partial: Option<PartialReply>,
+    /// Test-only tally of the work done on the buffer, to prove it stays linear.
+    #[cfg(test)]
+    work: Work,
+}
+
+/// Bytes the parser searched for line ends and bytes it moved when compacting its buffer.
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy)]
+struct Work {
+    scanned: usize,
+    moved: usize,
 }
 
 impl ReplyParser {
@@ -122,6 +133,10 @@ impl ReplyParser {
     pub fn next_reply(&mut self) -> Result<Option<Reply>, ReplyError> {
         let result = self.parse_lines();
         if self.start > 0 && self.start * 2 >= self.buf.len() {
+            #[cfg(test)]
+            {
+                self.work.moved += self.buf.len() - self.start;
+            }
             self.buf.drain(..self.start);
             self.start = 0;
         }
@@ -132,7 +147,12 @@ impl ReplyParser {
         loop {
             let rest = &self.buf[self.start..];
             let from = self.scanned.min(rest.len());
-            let Some(newline) = memchr::memchr(b'\n', &rest[from..]).map(|p| from + p) else {
+            let found = memchr::memchr(b'\n', &rest[from..]);
+            #[cfg(test)]
+            {
+                self.work.scanned += found.map_or(rest.len() - from, |p| p + 1);
+            }
+            let Some(newline) = found.map(|p| from + p) else {
                 self.scanned = rest.len();
                 if rest.len() >= MAX_REPLY_LINE_LEN {
                     return Err(ReplyError::LineTooLong);
@@ -263,18 +283,75 @@ mod tests {
         assert_eq!(parser.buffered_len(), 0);
     }
 
-    #[test]
-    fn a_large_feed_of_many_replies_is_consumed_without_quadratic_shifting() {
-        let mut parser = ReplyParser::new();
-        let n = 100_000;
-        parser.feed(&b"250 ok\r\n".repeat(n));
-        let mut count = 0;
-        while let Some(reply) = parser.next_reply().expect("valid") {
-            assert_eq!(reply.code().value(), 250);
-            count += 1;
+    /// Feeds `wire` in pieces of `chunk` bytes, taking every reply after each piece.
+    fn parse_in_chunks(parser: &mut ReplyParser, wire: &[u8], chunk: usize) -> Vec<Reply> {
+        let mut out = Vec::new();
+        for piece in wire.chunks(chunk) {
+            parser.feed(piece);
+            while let Some(reply) = parser.next_reply().expect("valid") {
+                out.push(reply);
+            }
         }
-        assert_eq!(count, n);
+        out
+    }
+
+    #[test]
+    fn many_replies_in_one_feed_cost_linear_work() {
+        // One read holding many pipelined replies: dropping consumed bytes after each reply
+        // (or searching from the buffer's start) would cost O(n²) bytes here.
+        let n = 20_000;
+        let wire = b"250 2.1.5 ok\r\n".repeat(n);
+        let mut parser = ReplyParser::new();
+        let replies = parse_in_chunks(&mut parser, &wire, wire.len());
+        assert_eq!(replies.len(), n);
+        assert!(replies.iter().all(|r| r.lines() == ["2.1.5 ok"]));
         assert_eq!(parser.buffered_len(), 0);
+        let work = parser.work;
+        assert!(
+            work.scanned <= wire.len(),
+            "searched {} bytes for line ends in {} bytes of input",
+            work.scanned,
+            wire.len()
+        );
+        assert!(
+            work.moved <= wire.len(),
+            "moved {} bytes compacting {} bytes of input",
+            work.moved,
+            wire.len()
+        );
+    }
+
+    #[test]
+    fn a_reply_trickling_in_is_not_searched_again_on_every_read() {
+        // A line just under the limit and a long multi-line reply, one byte per read, then the
+        // same in 7-byte reads with pipelined replies behind: every byte searched at most once.
+        let long_line = format!("250 {}\r\n", "t".repeat(MAX_REPLY_LINE_LEN - 6));
+        let mut multi = String::new();
+        for i in 0..200 {
+            multi.push_str(&format!("250-line {i} {}\r\n", "m".repeat(100)));
+        }
+        multi.push_str("250 end\r\n");
+        let wire = format!("{long_line}{multi}{}", "354 go\r\n".repeat(1000));
+        for chunk in [1, 7] {
+            let mut parser = ReplyParser::new();
+            let replies = parse_in_chunks(&mut parser, wire.as_bytes(), chunk);
+            assert_eq!(replies.len(), 1002, "chunk {chunk}");
+            assert_eq!(replies[1].lines().len(), 201, "chunk {chunk}");
+            assert_eq!(parser.buffered_len(), 0);
+            let work = parser.work;
+            assert!(
+                work.scanned <= wire.len(),
+                "chunk {chunk}: searched {} bytes for line ends in {} bytes of input",
+                work.scanned,
+                wire.len()
+            );
+            assert!(
+                work.moved <= wire.len(),
+                "chunk {chunk}: moved {} bytes compacting {} bytes of input",
+                work.moved,
+                wire.len()
+            );
+        }
     }
 
     #[test]

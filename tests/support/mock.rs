@@ -109,6 +109,10 @@ pub enum Step {
     /// (first step for implicit TLS, after the 220 to STARTTLS otherwise). Bytes the client
     /// sent before are discarded. A failed handshake is recorded as an error.
     TlsHandshake,
+    /// From here on, use this deadline instead of the server's step timeout for every later
+    /// step of this connection (reads, writes, TLS handshake). Lets a test make only the step
+    /// under test short, leaving accept and the rest of the script on the generous default.
+    SetTimeout(Duration),
 }
 
 impl Step {
@@ -139,6 +143,7 @@ impl Step {
             Step::Trickle { bytes, .. } => format!("Trickle({} bytes)", bytes.len()),
             Step::WaitBytes(n) => format!("WaitBytes({n})"),
             Step::TlsHandshake => "TlsHandshake".to_string(),
+            Step::SetTimeout(d) => format!("SetTimeout({d:?})"),
         }
     }
 }
@@ -483,6 +488,7 @@ impl Conn {
                     Err(_) => return Err("TLS handshake timed out".to_string()),
                 }
             }
+            Step::SetTimeout(d) => self.step_timeout = *d,
             Step::WaitBytes(n) => {
                 let deadline = Instant::now() + self.step_timeout;
                 while self.buf.len() < *n && !self.eof {
