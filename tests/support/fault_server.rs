@@ -40,9 +40,19 @@ pub struct Faults {
 
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Connections accepted.
     pub sessions: AtomicUsize,
+    /// Connections open now, from accept until the server's task is done with the socket:
+    /// this includes sessions the client is closing (a QUIT in flight, or a socket the client
+    /// dropped that the server has not read the EOF of yet).
     pub active: AtomicUsize,
     pub max_active: AtomicUsize,
+    /// Sessions inside a mail transaction now: from receiving MAIL FROM until just before the
+    /// server sends the reply that ends it (or closes). A client sends MAIL only over a session
+    /// it holds, and cannot let go of it before that reply, so this never counts a session
+    /// that is being closed.
+    pub in_transaction: AtomicUsize,
+    pub max_in_transaction: AtomicUsize,
     /// Subject -> how many times it was stored.
     pub accepted: Mutex<HashMap<String, usize>>,
     /// Id -> recipients of each stored copy.
@@ -179,6 +189,38 @@ fn test_id(message: &[u8]) -> String {
         .unwrap_or_else(|| "(none)".into())
 }
 
+/// Counts a session in [`Stats::in_transaction`] while a transaction is open; dropped (or
+/// ended) before the reply that ends the transaction is written.
+struct Transaction<'a> {
+    stats: &'a Stats,
+    open: bool,
+}
+
+impl Transaction<'_> {
+    fn begin(&mut self) {
+        if !self.open {
+            self.open = true;
+            let now = self.stats.in_transaction.fetch_add(1, Ordering::SeqCst) + 1;
+            self.stats
+                .max_in_transaction
+                .fetch_max(now, Ordering::SeqCst);
+        }
+    }
+
+    fn end(&mut self) {
+        if self.open {
+            self.open = false;
+            self.stats.in_transaction.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 async fn session(
     stream: TcpStream,
     f: Faults,
@@ -197,6 +239,8 @@ async fn session(
     io.reply("220 fault.test ESMTP").await?;
     let mut rcpts: Vec<String> = Vec::new();
     let mut mail = false;
+    // Declared after `io`, so dropped (and counted out) before the socket closes.
+    let mut tx = Transaction { stats, open: false };
     loop {
         let line = io.line().await?;
         let upper = line.to_ascii_uppercase();
@@ -209,10 +253,12 @@ async fn session(
             io.reply("250-8BITMIME").await?;
             io.reply("250 ENHANCEDSTATUSCODES").await?;
         } else if upper.starts_with("MAIL FROM:") {
+            tx.begin();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             if chance(&mut rng, f.mail_451) {
+                tx.end();
                 io.reply("451 4.3.0 mail later").await?;
             } else {
                 mail = true;
@@ -237,8 +283,10 @@ async fn session(
             }
         } else if upper == "DATA" {
             if !mail || rcpts.is_empty() {
+                tx.end();
                 io.reply("554 5.5.1 no valid recipients").await?;
             } else if chance(&mut rng, f.data_451) {
+                tx.end();
                 io.reply("451 4.3.0 data later").await?;
             } else {
                 io.reply("354 go ahead").await?;
@@ -249,6 +297,7 @@ async fn session(
                     return None;
                 }
                 if chance(&mut rng, f.final_451) {
+                    tx.end();
                     io.reply("451 4.3.0 not stored").await?;
                     continue;
                 }
@@ -268,12 +317,14 @@ async fn session(
                 if chance(&mut rng, f.accept_then_drop) {
                     return None;
                 }
+                tx.end();
                 io.reply("250 2.0.0 queued").await?;
                 if chance(&mut rng, f.close_after_message) {
                     return None;
                 }
             }
         } else if upper == "RSET" {
+            tx.end();
             mail = false;
             rcpts.clear();
             io.reply("250 2.0.0 ok").await?;
@@ -283,6 +334,7 @@ async fn session(
             }
             io.reply("250 2.0.0 ok").await?;
         } else if upper == "QUIT" {
+            tx.end();
             return io.reply("221 2.0.0 bye").await;
         } else {
             io.reply("500 5.5.2 unknown command").await?;
