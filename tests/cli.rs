@@ -282,7 +282,10 @@ async fn rejected_recipient_exits_69_with_the_reply() {
     assert_eq!(json["error"]["reply"]["code"], 550);
     assert_eq!(json["error"]["reply"]["enhanced_code"], "5.1.1");
     assert_eq!(json["recipients"][0]["address"], "nobody@example.com");
-    drop(server);
+    // The refused transaction is reset and the session closed politely: RSET, then QUIT.
+    let log = server.finish().await;
+    log.assert_ok();
+    assert!(log.messages.is_empty(), "no message was sent");
 }
 
 #[tokio::test]
@@ -310,7 +313,21 @@ async fn temporary_rejection_exits_75() {
     ])
     .await;
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
-    drop(server);
+    assert!(
+        text(&out).contains("451 4.3.0 try again later"),
+        "{}",
+        text(&out)
+    );
+    // One attempt (retry attempts: 1): MAIL refused, then QUIT, nothing else.
+    let log = server.finish().await;
+    log.assert_ok();
+    assert_eq!(log.connections, 1);
+    assert_eq!(
+        log.received_str(0).matches("MAIL FROM").count(),
+        1,
+        "not retried: {}",
+        log.received_str(0)
+    );
 }
 
 #[tokio::test]
@@ -403,6 +420,12 @@ async fn bad_config_and_bad_usage_exit_78_and_64() {
     let out = smtpkit(&["--help"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out).contains("Exit codes"));
+    let out = smtpkit(&["--version"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("smtpkit {}\n", env!("CARGO_PKG_VERSION"))
+    );
     let out = smtpkit(&[
         "send",
         "--config",

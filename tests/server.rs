@@ -1,5 +1,10 @@
 //! The local capture server, driven by smtpkit's client, by raw pipelined input, and by an
 //! independent client (Python's smtplib); and `smtpkit serve` / `smtpkit demo` end to end.
+//!
+//! Runs on the libtest-mimic harness (`harness = false` in `Cargo.toml`), since one test needs
+//! Debian's python3 and is reported as ignored without it (see `support::real_servers`). Every
+//! test is listed in `main`; an async test that is not listed there is dead code, which clippy
+//! refuses.
 
 mod support;
 
@@ -13,8 +18,23 @@ use smtpkit::client::{
 use smtpkit::proto::{Address, Command, Parameter, Secret};
 use smtpkit::server::{LocalCa, Server, ServerConfig, ServerLimits, StoredMessage};
 use smtpkit::ErrorKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::real_servers::{run_tests, tokio_trials, Flavor, TestResult};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+
+fn main() -> std::process::ExitCode {
+    run_tests(tokio_trials![Flavor::CurrentThread;
+        starttls_auth_and_dot_unstuffing_with_the_smtpkit_client,
+        implicit_tls_with_auth,
+        auth_failure_auth_required_and_no_auth_before_tls,
+        size_and_recipient_limits,
+        pipelined_input_is_answered_in_order_and_long_lines_refused,
+        idle_sessions_are_closed_with_421,
+        an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth,
+        demo_delivers_the_spec_workflow_and_shows_everything,
+        serve_captures_messages_and_stops_cleanly_on_ctrl_c,
+    ])
+}
 
 struct Running {
     port: u16,
@@ -106,8 +126,7 @@ fn envelope(to: &[&str]) -> Envelope {
 
 const MESSAGE: &[u8] = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nlast line\r\n";
 
-#[tokio::test]
-async fn starttls_auth_and_dot_unstuffing_with_the_smtpkit_client() {
+async fn starttls_auth_and_dot_unstuffing_with_the_smtpkit_client() -> TestResult {
     let mut server = start(true, false, true, ServerLimits::default()).await;
     let mut conn = Connection::connect(
         "127.0.0.1",
@@ -147,10 +166,10 @@ async fn starttls_auth_and_dot_unstuffing_with_the_smtpkit_client() {
         "only the .eml, no temporary file: {leftovers:?}"
     );
     server.stop().await;
+    Ok(())
 }
 
-#[tokio::test]
-async fn implicit_tls_with_auth() {
+async fn implicit_tls_with_auth() -> TestResult {
     let mut server = start(true, true, true, ServerLimits::default()).await;
     let mut conn = Connection::connect(
         "127.0.0.1",
@@ -165,10 +184,10 @@ async fn implicit_tls_with_auth() {
     conn.quit().await.expect("quit");
     assert!(server.next_message().await.tls);
     server.stop().await;
+    Ok(())
 }
 
-#[tokio::test]
-async fn auth_failure_auth_required_and_no_auth_before_tls() {
+async fn auth_failure_auth_required_and_no_auth_before_tls() -> TestResult {
     let mut server = start(true, false, true, ServerLimits::default()).await;
     let err = Connection::connect(
         "127.0.0.1",
@@ -216,10 +235,10 @@ async fn auth_failure_auth_required_and_no_auth_before_tls() {
     plain.quit().await.expect("quit");
     assert!(server.stored.try_recv().is_err(), "nothing stored");
     server.stop().await;
+    Ok(())
 }
 
-#[tokio::test]
-async fn size_and_recipient_limits() {
+async fn size_and_recipient_limits() -> TestResult {
     let limits = ServerLimits {
         max_message_size: 1000,
         max_recipients: 2,
@@ -291,10 +310,10 @@ async fn size_and_recipient_limits() {
     conn.quit().await.expect("quit");
     assert_eq!(server.next_message().await.rcpt_to.len(), 2);
     server.stop().await;
+    Ok(())
 }
 
-#[tokio::test]
-async fn pipelined_input_is_answered_in_order_and_long_lines_refused() {
+async fn pipelined_input_is_answered_in_order_and_long_lines_refused() -> TestResult {
     let mut server = start(false, false, false, ServerLimits::default()).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
@@ -326,10 +345,10 @@ async fn pipelined_input_is_answered_in_order_and_long_lines_refused() {
     let file = std::fs::read_to_string(&stored.path).expect("file");
     assert!(file.ends_with("\r\n.dot\r\nbody\r\n"), "{file:?}");
     server.stop().await;
+    Ok(())
 }
 
-#[tokio::test]
-async fn idle_sessions_are_closed_with_421() {
+async fn idle_sessions_are_closed_with_421() -> TestResult {
     let limits = ServerLimits {
         idle_timeout: Duration::from_millis(200),
         ..ServerLimits::default()
@@ -349,26 +368,24 @@ async fn idle_sessions_are_closed_with_421() {
         "{text}"
     );
     server.stop().await;
+    Ok(())
 }
 
 /// Python's smtplib, a client written by other people, against the server.
-fn python_client(script: &str) -> Option<std::process::Output> {
+fn python_client(script: &str) -> Result<std::process::Output, support::real_servers::Skip> {
     let python = support::real_servers::require_binary(
         "server_python_client",
         &["/usr/bin/python3"],
         "python3",
     )?;
-    Some(
-        std::process::Command::new(python)
-            .arg("-c")
-            .arg(script)
-            .output()
-            .expect("run python"),
-    )
+    Ok(std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python"))
 }
 
-#[tokio::test]
-async fn an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth() {
+async fn an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth() -> TestResult {
     for implicit in [false, true] {
         let mut server = start(true, implicit, true, ServerLimits::default()).await;
         let port = server.port;
@@ -398,12 +415,15 @@ s2.quit()
 "#,
             ca = server.ca_file.display().to_string(),
         );
-        let Some(out) = tokio::task::spawn_blocking(move || python_client(&script))
+        let out = match tokio::task::spawn_blocking(move || python_client(&script))
             .await
             .expect("join")
-        else {
-            server.stop().await;
-            return;
+        {
+            Ok(out) => out,
+            Err(skip) => {
+                server.stop().await;
+                return Err(skip);
+            }
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -422,6 +442,7 @@ s2.quit()
         );
         server.stop().await;
     }
+    Ok(())
 }
 
 async fn smtpkit(args: &[&str]) -> std::process::Output {
@@ -433,8 +454,7 @@ async fn smtpkit(args: &[&str]) -> std::process::Output {
         .expect("run")
 }
 
-#[tokio::test]
-async fn demo_delivers_the_spec_workflow_and_shows_everything() {
+async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
     let out = tokio::time::timeout(Duration::from_secs(60), smtpkit(&["demo"]))
         .await
         .expect("demo in time");
@@ -466,23 +486,77 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() {
         );
     }
     assert!(!stdout.contains("tls_skip_verify: true"));
+    Ok(())
 }
 
-#[tokio::test]
-async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() {
+/// Bound for every wait on `smtpkit serve`: generous, since the machine may be loaded; each
+/// wait ends as soon as what it waits for shows.
+const SERVE_WAIT: Duration = Duration::from_secs(60);
+
+/// Forwards the lines of a child's output stream as they arrive (until EOF).
+fn forward_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Receives lines into `seen` until one satisfies `wanted` (returned) or the stream ends;
+/// panics after [`SERVE_WAIT`] or at the end of the stream, showing `seen`.
+async fn wait_for_line(
+    lines: &mut mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let found = tokio::time::timeout(SERVE_WAIT, async {
+        while let Some(line) = lines.recv().await {
+            seen.push(line.clone());
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        Ok(None) => panic!("the output ended without {what}:\n{}", seen.join("\n")),
+        Err(_) => panic!(
+            "no {what} within {SERVE_WAIT:?}; so far:\n{}",
+            seen.join("\n")
+        ),
+    }
+}
+
+/// Receives the rest of the lines into `seen`, until the stream ends (bounded).
+async fn drain_lines(lines: &mut mpsc::UnboundedReceiver<String>, seen: &mut Vec<String>) {
+    tokio::time::timeout(SERVE_WAIT, async {
+        while let Some(line) = lines.recv().await {
+            seen.push(line);
+        }
+    })
+    .await
+    .expect("the output ends once the process has exited");
+}
+
+async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() -> TestResult {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
     let mail_dir = dir.path().join("mail");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+    // Port 0: the server picks a free port and says which in its "listening on" line.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
         .args([
             "serve",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--dir",
             mail_dir.to_str().expect("utf-8"),
             "--tls",
@@ -490,52 +564,79 @@ async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() {
             "--auth",
             "u:p",
         ])
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn serve");
+    let mut stdout_lines = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr_lines = forward_lines(child.stderr.take().expect("stderr"));
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+
+    // Ready: it printed where it listens, once bound.
+    let listening = wait_for_line(
+        &mut stderr_lines,
+        &mut stderr,
+        "\"listening on\" line",
+        |l| l.starts_with("smtpkit serve: listening on "),
+    )
+    .await;
+    assert!(
+        listening.contains("(STARTTLS, AUTH required)"),
+        "{listening}"
+    );
+    let addr: std::net::SocketAddr = listening
+        .trim_start_matches("smtpkit serve: listening on ")
+        .split(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address in {listening:?}"));
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
     let ca_file = mail_dir.join("smtpkit-local-ca.pem");
-    let mut conn = None;
-    for _ in 0..100 {
-        if ca_file.exists() {
-            let mut options = client_options(&ca_file, Security::StartTls, None);
-            options.credentials = Some(Credentials::new("u", Secret::new("p")).expect("valid"));
-            if let Ok(c) = Connection::connect("127.0.0.1", port, options).await {
-                conn = Some(c);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut conn = conn.expect("serve came up");
+    assert!(ca_file.is_file(), "the CA is written before listening");
+
+    let mut options = client_options(&ca_file, Security::StartTls, None);
+    options.credentials = Some(Credentials::new("u", Secret::new("p")).expect("valid"));
+    let mut conn = Connection::connect("127.0.0.1", addr.port(), options)
+        .await
+        .expect("connects to serve");
     conn.send_mail(&envelope(&["a@example.org"]), MESSAGE)
         .await
         .expect("sent");
     conn.quit().await.expect("quit");
+    // The message's line on stdout: it was stored.
+    let stored = wait_for_line(
+        &mut stdout_lines,
+        &mut stdout,
+        "line for the stored message",
+        |l| l.contains("from=<from@example.com>"),
+    )
+    .await;
+    assert!(
+        stored.contains("from=<from@example.com> to=<a@example.org>")
+            && stored.contains("tls=yes auth=u"),
+        "{stored}"
+    );
+
+    // SIGINT only now that a whole session was served: `serve` installs its Ctrl-C handler when
+    // its accept loop first runs, just after printing the "listening" lines, so a SIGINT right
+    // after those lines can still find the default action (terminate) in place.
     let pid = child.id().expect("pid").to_string();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     std::process::Command::new("sh")
         .args(["-c", &format!("kill -INT {pid}")])
         .status()
         .expect("kill -INT");
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+    let status = tokio::time::timeout(SERVE_WAIT, child.wait())
         .await
-        .expect("stops")
-        .expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("stops after SIGINT")
+        .expect("wait");
+    drain_lines(&mut stdout_lines, &mut stdout).await;
+    drain_lines(&mut stderr_lines, &mut stderr).await;
+    let (stdout, stderr) = (stdout.join("\n"), stderr.join("\n"));
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("smtpkit serve: stopped"), "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "one line per message: {stdout}");
-    assert!(
-        stdout.contains("from=<from@example.com> to=<a@example.org>")
-            && stdout.contains("tls=yes auth=u"),
-        "{stdout}"
-    );
     let emls = std::fs::read_dir(&mail_dir)
         .expect("dir")
         .flatten()
@@ -546,4 +647,5 @@ async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() {
     let out = smtpkit(&["serve", "--listen", "0.0.0.0:2525"]).await;
     assert_eq!(out.status.code(), Some(64), "non-loopback needs --public");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--public"));
+    Ok(())
 }

@@ -70,8 +70,9 @@
 //! `postfix`), `/usr/sbin/saslpasswd2` (`sasl2-bin`), the Cyrus plugins for PLAIN, LOGIN and
 //! sasldb (`libsasl2-modules`, `libsasl2-modules-db`), the `postfix` and `nobody` accounts and
 //! the `postdrop` group (created by the postfix package), and a temp dir whose ancestors other
-//! users may search (the postfix and nobody users work inside it). When one is missing the test
-//! is skipped with a visible `SKIPPED:` line, or fails when `SMTPKIT_REAL_SERVERS=1`.
+//! users may search (the postfix and nobody users work inside it). When one is missing
+//! [`PostfixSmtpd::start`] returns a [`Skip`] (the test is reported as ignored), or panics when
+//! `SMTPKIT_REAL_SERVERS=1`.
 //!
 //! Start-up takes about 0.2-0.6 s (`postfix start` runs Postfix's integrity checks; the config
 //! files are backdated because Postfix waits up to 1.5 s for files modified within the last
@@ -90,7 +91,7 @@ use std::time::{Duration, Instant};
 
 use super::real_servers::{
     free_port, make_temp_dir, read_lossy, report_missing, report_unusable, require_binary,
-    running_as_root, tail, visible_line, wait_for_eml_files, START_ATTEMPTS,
+    running_as_root, tail, visible_line, wait_for_eml_files, Skip, START_ATTEMPTS,
 };
 
 /// Where the `postfix` command lives on Debian.
@@ -450,47 +451,44 @@ impl PostfixSmtpd {
     /// the instance's directory. Waits (bounded) until `postfix start` returned and both ports
     /// accept connections; retries with fresh ports up to 3 times, then panics with the logs.
     ///
-    /// Returns `None` (after the visible `SKIPPED:` line) when a requirement is missing and
-    /// `SMTPKIT_REAL_SERVERS` is not 1; panics if it is missing and required.
+    /// Returns a [`Skip`] when a requirement is missing and `SMTPKIT_REAL_SERVERS` is not 1;
+    /// panics if it is missing and required.
     pub fn start(
         test: &str,
         cert: &Path,
         key: &Path,
         user: &str,
         password: &str,
-    ) -> Option<PostfixSmtpd> {
+    ) -> Result<PostfixSmtpd, Skip> {
         let postfix = require_binary(test, POSTFIX_CANDIDATES, "postfix")?;
         let saslpasswd2 = require_binary(test, SASLPASSWD2_CANDIDATES, "sasl2-bin")?;
         if !sasl_plugins_present(&["plain", "login", "sasldb"]) {
-            report_missing(
+            return Err(report_missing(
                 test,
                 "Cyrus SASL plugins PLAIN, LOGIN and sasldb",
                 &format!(
                     "looked for libplain.so, liblogin.so, libsasldb.so in {SASL_PLUGIN_DIRS:?}"
                 ),
                 "libsasl2-modules libsasl2-modules-db",
-            );
-            return None;
+            ));
         }
         if !running_as_root() {
-            report_unusable(
+            return Err(report_unusable(
                 test,
                 "a private Postfix instance must be started as root (Postfix's master needs it)",
-            );
-            return None;
+            ));
         }
         let (Some(postfix_ids), Some(nobody), Some(_postdrop)) = (
             lookup_user("postfix"),
             lookup_user("nobody"),
             lookup_group("postdrop"),
         ) else {
-            report_missing(
+            return Err(report_missing(
                 test,
                 "the postfix/nobody users or the postdrop group",
                 "looked in /etc/passwd and /etc/group",
                 "postfix",
-            );
-            return None;
+            ));
         };
         assert!(
             !user.is_empty() && !user.contains(|c: char| c.is_whitespace() || c.is_control()),
@@ -502,7 +500,7 @@ impl PostfixSmtpd {
             .ancestors()
             .find(|dir| fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
         {
-            report_unusable(
+            return Err(report_unusable(
                 test,
                 &format!(
                     "{} is not searchable by other users (the postfix and nobody users must \
@@ -510,8 +508,7 @@ impl PostfixSmtpd {
                     closed.display(),
                     base.display()
                 ),
-            );
-            return None;
+            ));
         }
 
         reap_orphaned_instances();
@@ -539,7 +536,7 @@ impl PostfixSmtpd {
             instance.make_sasldb(test, &saslpasswd2, user, password);
             match instance.postfix_start() {
                 Ok(()) => match instance.wait_ports() {
-                    Ok(()) => return Some(instance),
+                    Ok(()) => return Ok(instance),
                     Err(problem) => failures.push(format!(
                         "attempt {attempt} (ports {smtp_port}, {smtps_port}): {problem}\n{}",
                         instance.log_tails()

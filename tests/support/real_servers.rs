@@ -12,9 +12,13 @@
 //! A full private Postfix instance (smtpd with STARTTLS, implicit TLS and Cyrus SASL) lives in
 //! the sibling module `postfix_smtpd`, which reuses the helpers below.
 //!
-//! When a binary is missing the test is skipped with a visible `SKIPPED: ...` line on stderr,
+//! When a binary is missing, the start functions return `Err(Skip)` saying what to install,
 //! unless the environment variable `SMTPKIT_REAL_SERVERS=1` is set (as `.ci/run` does), in which
-//! case the test panics and says what to install.
+//! case they panic and the test fails. A test passes the [`Skip`] up with `?`; the test binaries
+//! that use these servers run on the custom harness at the end of this file ([`run_tests`],
+//! `harness = false` in `Cargo.toml`), which reports such a test as *ignored*, with the reason,
+//! so the summary line counts the skips (`test result: ok. 3 passed; 0 failed; 2 ignored; ...`).
+//! Under the standard libtest harness a test returning `Err(Skip)` fails instead of passing.
 //!
 //! Every server runs as a child process bound to `127.0.0.1` on a free port. Its stdout and
 //! stderr go to a log file in a private temporary directory (never to a pipe, so the child can
@@ -22,11 +26,13 @@
 //! temporary directory is removed, except when the current thread is panicking, in which case
 //! the tail of the log is written to stderr and the directory is kept for inspection.
 //!
-//! Only `std` is used, so the helpers are synchronous; calling them from a `#[tokio::test]` is
-//! fine (start-up blocks for at most a few seconds).
+//! The server helpers use only `std`, so they are synchronous; calling them from an async test
+//! is fine (start-up normally blocks for well under a second, bounded by [`STARTUP_TIMEOUT`]).
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs::{self, File};
+use std::future::Future;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -36,6 +42,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Completion, Trial};
 
 /// Environment variable that turns "binary missing" from a skip into a test failure.
 pub const REAL_SERVERS_ENV: &str = "SMTPKIT_REAL_SERVERS";
@@ -47,8 +55,9 @@ pub const SMTP_SINK_CANDIDATES: &[&str] =
 /// aiosmtpd must run under Debian's python, not whatever `python3` is first on PATH.
 pub const DEBIAN_PYTHON: &str = "/usr/bin/python3";
 
-/// How long a server gets to start accepting connections.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a server gets to start accepting connections. Generous: it is only a bound (a
+/// healthy server is ready in well under a second) and the CI machine may be loaded.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times start-up is retried with a fresh port (e.g. when another process grabbed the
 /// port between [`free_port`] and the child's bind).
@@ -64,7 +73,8 @@ pub fn real_servers_required() -> bool {
 /// Writes a line straight to the process's stderr.
 ///
 /// `eprintln!` inside a test is captured by the libtest harness and only shown for failing
-/// tests; writing to `io::stderr()` directly bypasses the capture so skip lines stay visible.
+/// tests; writing to `io::stderr()` directly bypasses the capture, so a server's log shown
+/// when a test panics is visible under any harness.
 pub(crate) fn visible_line(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
@@ -80,9 +90,34 @@ fn install_command(apt_hint: &str) -> String {
     }
 }
 
-/// Reports a missing prerequisite: panics when real servers are required, otherwise prints the
-/// skip line.
-pub(crate) fn report_missing(test: &str, what: &str, details: &str, apt_hint: &str) {
+/// A real-server test cannot run on this machine: a prerequisite is missing and
+/// `SMTPKIT_REAL_SERVERS` is not 1. [`run_tests`] reports the test as ignored with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    reason: String,
+}
+
+impl Skip {
+    /// Why the test was skipped, e.g. `smtp_sink_faults: smtp-sink not found (apt-get install
+    /// postfix)`.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "skipped: {}", self.reason)
+    }
+}
+
+/// What a real-server test returns: `Ok(())` when it ran and passed (failures panic as usual),
+/// `Err(Skip)` when it could not run here.
+pub type TestResult = Result<(), Skip>;
+
+/// Reports a missing prerequisite: panics when real servers are required, otherwise returns the
+/// [`Skip`] saying what to install.
+pub(crate) fn report_missing(test: &str, what: &str, details: &str, apt_hint: &str) -> Skip {
     let install = install_command(apt_hint);
     if real_servers_required() {
         panic!(
@@ -90,16 +125,20 @@ pub(crate) fn report_missing(test: &str, what: &str, details: &str, apt_hint: &s
              servers, install them with: {install}"
         );
     }
-    visible_line(&format!("SKIPPED: {test}: {what} not found ({install})"));
+    Skip {
+        reason: format!("{test}: {what} not found ({install})"),
+    }
 }
 
 /// Reports a prerequisite that is not about a missing package (e.g. not running as root):
-/// panics when real servers are required, otherwise prints `SKIPPED: <test>: <reason>`.
-pub(crate) fn report_unusable(test: &str, reason: &str) {
+/// panics when real servers are required, otherwise returns a [`Skip`] with `reason`.
+pub(crate) fn report_unusable(test: &str, reason: &str) -> Skip {
     if real_servers_required() {
         panic!("{test}: {reason}; {REAL_SERVERS_ENV}=1 requires the real servers");
     }
-    visible_line(&format!("SKIPPED: {test}: {reason}"));
+    Skip {
+        reason: format!("{test}: {reason}"),
+    }
 }
 
 fn is_executable_file(path: &Path) -> bool {
@@ -125,11 +164,15 @@ fn resolve_candidate(candidate: &str) -> Option<PathBuf> {
 ///
 /// Returns the first of `path_candidates` that is an executable file (bare names are looked up
 /// in `PATH`). If none is found: when `SMTPKIT_REAL_SERVERS=1`, panics with a message saying
-/// what to install; otherwise prints `SKIPPED: <test>: <binary> not found (apt-get install
-/// <apt_hint>)` to stderr (bypassing the test harness's output capture) and returns `None`.
-pub fn require_binary(test: &str, path_candidates: &[&str], apt_hint: &str) -> Option<PathBuf> {
+/// what to install; otherwise returns the [`Skip`] `<test>: <binary> not found (apt-get install
+/// <apt_hint>)`.
+pub fn require_binary(
+    test: &str,
+    path_candidates: &[&str],
+    apt_hint: &str,
+) -> Result<PathBuf, Skip> {
     if let Some(found) = path_candidates.iter().find_map(|c| resolve_candidate(c)) {
-        return Some(found);
+        return Ok(found);
     }
     let binary = path_candidates
         .first()
@@ -137,8 +180,7 @@ pub fn require_binary(test: &str, path_candidates: &[&str], apt_hint: &str) -> O
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "server binary".to_string());
     let details = format!("tried {}", path_candidates.join(", "));
-    report_missing(test, &binary, &details, apt_hint);
-    None
+    Err(report_missing(test, &binary, &details, apt_hint))
 }
 
 /// Ports handed out by [`free_port`] in this process, so that two servers started concurrently
@@ -383,13 +425,13 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     /// Start smtp-sink with the given extra flags (e.g. `&["-p"]` disables PIPELINING, see
-    /// `man smtp-sink`), bound to 127.0.0.1 on a free port; waits (bounded, ~5 s) until the
-    /// port accepts connections (that probe connection counts as one session for `-n`).
+    /// `man smtp-sink`), bound to 127.0.0.1 on a free port; waits (bounded by
+    /// [`STARTUP_TIMEOUT`]) until the port accepts connections. That probe connection counts as
+    /// one session for `-n` and in the `-c` counters ([`SmtpSink::PROBE_SESSIONS`]).
     ///
-    /// Returns `None` (after the visible skip line) when smtp-sink is missing and
-    /// `SMTPKIT_REAL_SERVERS` is not 1; panics if it is missing and required, or if it fails
-    /// to start.
-    pub fn start(test: &str, flags: &[&str]) -> Option<SmtpSink> {
+    /// Returns a [`Skip`] when smtp-sink is missing and `SMTPKIT_REAL_SERVERS` is not 1; panics
+    /// if it is missing and required, or if it fails to start.
+    pub fn start(test: &str, flags: &[&str]) -> Result<SmtpSink, Skip> {
         let binary = require_binary(test, SMTP_SINK_CANDIDATES, "postfix")?;
         let add_user = running_as_root() && !flags.iter().any(|f| f.starts_with("-u"));
         let (port, process) = spawn_server(test, "smtp-sink", |port, _dir| {
@@ -402,7 +444,7 @@ impl SmtpSink {
             cmd.arg("64");
             cmd
         });
-        Some(SmtpSink { port, process })
+        Ok(SmtpSink { port, process })
     }
 
     /// `127.0.0.1:<port>`.
@@ -424,11 +466,113 @@ impl SmtpSink {
     pub fn log_path(&self) -> &Path {
         &self.process.log_path
     }
+
+    /// Sessions [`SmtpSink::start`] opened itself (the readiness probe): the `sess` counter
+    /// counts them too.
+    pub const PROBE_SESSIONS: usize = 1;
+
+    /// The last counters smtp-sink printed with `-c` (all zero before the first print).
+    /// smtp-sink prints them, as `sess=N quit=N mesg=N` followed by a carriage return, whenever
+    /// a session ends, a QUIT is executed or a message's final `.` is received.
+    pub fn counters(&self) -> SinkCounters {
+        SinkCounters::parse_last(&self.log())
+    }
+
+    /// Connections smtp-sink accepted so far, from the `connect (...)` lines it prints only
+    /// with `-v` (including [`SmtpSink::PROBE_SESSIONS`]).
+    pub fn connections(&self) -> usize {
+        count_connects(&self.log())
+    }
+
+    /// Waits (bounded by `timeout`, then panics with the log) until smtp-sink has accepted at
+    /// least `min_connections` connections and every connection it accepted has ended and been
+    /// counted, then returns the counters: from then on they can only change if someone
+    /// connects again. Needs the flags `-v` (to see the connections) and `-c` (the counters).
+    ///
+    /// For a connection a client has closed this happens as soon as smtp-sink has read the
+    /// rest of its input, unless smtp-sink is stalled on purpose in that session (`-W`, `-w`),
+    /// where it happens when the stall ends.
+    pub fn wait_until_idle(&self, min_connections: usize, timeout: Duration) -> SinkCounters {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let connections = count_connects(&log);
+            let counters = SinkCounters::parse_last(&log);
+            if connections >= min_connections && counters.sessions == connections {
+                return counters;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sink not idle after {timeout:?}: {connections} connection(s) accepted \
+                 (want at least {min_connections}), counters {counters:?}; log:\n{}",
+                tail(&log, 40)
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Polls [`SmtpSink::counters`] until `done` holds for them or `timeout` passes; returns the
+    /// last counters seen either way (check them, or `done`, again to tell which).
+    pub fn wait_for_counters(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&SinkCounters) -> bool,
+    ) -> SinkCounters {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let counters = self.counters();
+            if done(&counters) || Instant::now() >= deadline {
+                return counters;
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// The number of `smtp-sink: connect (` lines (printed with `-v` for each accepted connection).
+fn count_connects(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.contains("smtp-sink: connect ("))
+        .count()
+}
+
+/// smtp-sink's `-c` counters (see [`SmtpSink::counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkCounters {
+    /// Sessions that have ended (including [`SmtpSink::PROBE_SESSIONS`]).
+    pub sessions: usize,
+    /// QUIT commands executed.
+    pub quits: usize,
+    /// Messages received (final `.` seen).
+    pub messages: usize,
+}
+
+impl SinkCounters {
+    /// The last complete `sess=N quit=N mesg=N` record in `log` (one that smtp-sink finished
+    /// with its carriage return).
+    fn parse_last(log: &str) -> SinkCounters {
+        let complete = log.rfind('\r').map_or("", |end| &log[..end]);
+        complete
+            .split(['\r', '\n'])
+            .rev()
+            .find_map(|record| {
+                let mut fields = record.split_whitespace();
+                let mut next = |name: &str| -> Option<usize> {
+                    fields.next()?.strip_prefix(name)?.parse().ok()
+                };
+                Some(SinkCounters {
+                    sessions: next("sess=")?,
+                    quits: next("quit=")?,
+                    messages: next("mesg=")?,
+                })
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Debian's python if it can import aiosmtpd; otherwise the skip/fail logic of
-/// [`require_binary`] (package `python3-aiosmtpd`) and `None`.
-fn python_with_aiosmtpd(test: &str) -> Option<PathBuf> {
+/// [`require_binary`] (package `python3-aiosmtpd`).
+fn python_with_aiosmtpd(test: &str) -> Result<PathBuf, Skip> {
     let python = require_binary(test, &[DEBIAN_PYTHON], "python3-aiosmtpd")?;
     let module_ok = Command::new(&python)
         .args(["-c", "import aiosmtpd.smtp"])
@@ -441,15 +585,14 @@ fn python_with_aiosmtpd(test: &str) -> Option<PathBuf> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !module_ok {
-        report_missing(
+        return Err(report_missing(
             test,
             "aiosmtpd",
             &format!("{} cannot import aiosmtpd", python.display()),
             "python3-aiosmtpd",
-        );
-        return None;
+        ));
     }
-    Some(python)
+    Ok(python)
 }
 
 /// A running aiosmtpd (Debian's `/usr/bin/python3 -m aiosmtpd`) on 127.0.0.1:<free port>,
@@ -470,8 +613,9 @@ pub struct AioSmtpd {
 impl AioSmtpd {
     /// Start with extra CLI args (see `/usr/bin/python3 -m aiosmtpd --help`, e.g. `-u` for
     /// SMTPUTF8 or `-s SIZE`); `-n` (no setuid) is always passed. Same skip/fail logic as
-    /// [`SmtpSink::start`]; waits (bounded, ~5 s) until the port accepts connections.
-    pub fn start(test: &str, extra_args: &[&str]) -> Option<AioSmtpd> {
+    /// [`SmtpSink::start`]; waits (bounded by [`STARTUP_TIMEOUT`]) until the port accepts
+    /// connections.
+    pub fn start(test: &str, extra_args: &[&str]) -> Result<AioSmtpd, Skip> {
         let python = python_with_aiosmtpd(test)?;
         let custom_class = extra_args
             .iter()
@@ -490,7 +634,7 @@ impl AioSmtpd {
                 .env_remove("PYTHONHOME");
             cmd
         });
-        Some(AioSmtpd { port, process })
+        Ok(AioSmtpd { port, process })
     }
 
     /// `127.0.0.1:<port>`.
@@ -600,12 +744,12 @@ pub struct AioSmtpdTls {
 
 impl AioSmtpdTls {
     /// Starts `tests/support/aiosmtpd_server.py` (path via `env!("CARGO_MANIFEST_DIR")`) with
-    /// the given cert/key PEM paths and credentials, on a free port, and waits (bounded, ~5 s
-    /// per attempt, 3 attempts with fresh ports) for its `READY` line.
+    /// the given cert/key PEM paths and credentials, on a free port, and waits (bounded by
+    /// [`STARTUP_TIMEOUT`] per attempt, 3 attempts with fresh ports) for its `READY` line.
     ///
-    /// Returns `None` (after the visible `SKIPPED:` line) when `/usr/bin/python3` or aiosmtpd
-    /// is missing and `SMTPKIT_REAL_SERVERS` is not 1; panics if they are missing and required,
-    /// or if the server does not start (e.g. unreadable certificate: the log says why).
+    /// Returns a [`Skip`] when `/usr/bin/python3` or aiosmtpd is missing and
+    /// `SMTPKIT_REAL_SERVERS` is not 1; panics if they are missing and required, or if the
+    /// server does not start (e.g. unreadable certificate: the log says why).
     pub fn start(
         test: &str,
         mode: AioTlsMode,
@@ -613,7 +757,7 @@ impl AioSmtpdTls {
         key: &Path,
         user: &str,
         password: &str,
-    ) -> Option<AioSmtpdTls> {
+    ) -> Result<AioSmtpdTls, Skip> {
         let python = python_with_aiosmtpd(test)?;
         let script = aiosmtpd_script();
         assert!(script.is_file(), "{test}: {} is missing", script.display());
@@ -645,7 +789,7 @@ impl AioSmtpdTls {
                 cmd
             });
         let maildir = process.dir.join("maildir");
-        Some(AioSmtpdTls {
+        Ok(AioSmtpdTls {
             port,
             maildir,
             mode,
@@ -686,4 +830,72 @@ impl AioSmtpdTls {
     pub fn log_path(&self) -> &Path {
         &self.process.log_path
     }
+}
+
+/// How [`tokio_trial`] runs an async test: the runtimes `#[tokio::test]` and
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = N)]` build.
+#[derive(Debug, Clone, Copy)]
+pub enum Flavor {
+    CurrentThread,
+    MultiThread { workers: usize },
+}
+
+/// A test for [`run_tests`] named `name`: builds a fresh tokio runtime of `flavor` (all drivers
+/// enabled, as `#[tokio::test]` does), runs `test` on it and drops the runtime. `Ok(())`
+/// passes, `Err(Skip)` is reported as ignored with the skip's reason, a panic fails the test.
+pub fn tokio_trial<F, Fut>(name: &str, flavor: Flavor, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = TestResult>,
+{
+    Trial::ignorable_test(name, move || {
+        let mut builder = match flavor {
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Flavor::MultiThread { workers } => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(workers);
+                builder
+            }
+        };
+        let runtime = builder
+            .enable_all()
+            .build()
+            .expect("build the tokio runtime for the test");
+        match runtime.block_on(test()) {
+            Ok(()) => Ok(Completion::Completed),
+            Err(skip) => Ok(Completion::ignored_with(skip.reason)),
+        }
+    })
+}
+
+/// `tokio_trials![flavor; test_a, test_b]`: one [`tokio_trial`] per async test function
+/// (`async fn test_a() -> TestResult`), named after the function, so names and filters are
+/// those `#[tokio::test]` gave. (Unused in the test binaries on the standard harness, which
+/// compile this module too.)
+#[allow(unused_macros)]
+macro_rules! tokio_trials {
+    ($flavor:expr; $($test:ident),+ $(,)?) => {
+        vec![$($crate::support::real_servers::tokio_trial(stringify!($test), $flavor, $test)),+]
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use tokio_trials;
+
+/// The `main` of a test binary with `harness = false` (libtest-mimic): parses libtest's
+/// command line (name filters, `--exact`, `--list`, `--test-threads`, `--skip`, `--ignored`,
+/// ...), runs `tests` in parallel like libtest and prints libtest's output, ending with
+/// `test result: ok. N passed; M failed; K ignored; ...`, where K counts the tests that
+/// returned a [`Skip`]. Returns exit code 101 if a test failed, like libtest.
+///
+/// Differences from libtest: the output of tests is not captured, and `RUST_TEST_THREADS` is
+/// read here since libtest-mimic does not.
+pub fn run_tests(tests: Vec<Trial>) -> std::process::ExitCode {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|&n: &usize| n > 0);
+    }
+    libtest_mimic::run(&args, tests).exit_code()
 }
