@@ -513,3 +513,96 @@ async fn random_cancellations_never_misattribute_a_reply() {
         "both cases happened"
     );
 }
+
+/// The capture server cancelled (its `run_until` future dropped) while a client is half-way
+/// through a body: the message before it stays stored whole, the cut one leaves no file, not
+/// even a temporary one, and the client sees the connection closed.
+#[tokio::test]
+async fn a_cancelled_capture_server_leaves_whole_messages_only() {
+    use smtpkit::server::{Server, ServerConfig};
+    use tokio::io::{AsyncWriteExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::bind(ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().to_path_buf(),
+    ))
+    .await
+    .expect("bind");
+    let addr = server.local_addr();
+    let task = tokio::spawn(server.run_until(std::future::pending()));
+
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    assert!(raw_reply(&mut read)
+        .await
+        .expect("greeting")
+        .starts_with("220"));
+    write
+        .write_all(b"EHLO client.test\r\n")
+        .await
+        .expect("write");
+    assert!(raw_reply(&mut read)
+        .await
+        .expect("reply")
+        .starts_with("250"));
+    for subject in ["whole", "cut"] {
+        for (command, code) in [
+            ("MAIL FROM:<a@example.org>\r\n", "250"),
+            ("RCPT TO:<b@example.org>\r\n", "250"),
+            ("DATA\r\n", "354"),
+        ] {
+            write.write_all(command.as_bytes()).await.expect("write");
+            let reply = raw_reply(&mut read).await.expect("reply");
+            assert!(reply.starts_with(code), "{command}: {reply}");
+        }
+        let half = format!("Subject: {subject}\r\n\r\nfirst half\r\n");
+        write.write_all(half.as_bytes()).await.expect("write");
+        if subject == "whole" {
+            write
+                .write_all(b"second half\r\n.\r\n")
+                .await
+                .expect("write");
+            let reply = raw_reply(&mut read).await.expect("reply");
+            assert!(
+                reply.starts_with("250"),
+                "the first message is stored: {reply}"
+            );
+        }
+    }
+    // The server stops in the middle of the second body.
+    task.abort();
+    assert!(task.await.expect_err("aborted").is_cancelled());
+    assert_eq!(
+        raw_reply(&mut read).await,
+        None,
+        "the connection closed, with no reply"
+    );
+
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "one file, no temporary ones: {names:?}");
+    assert!(names[0].ends_with(".eml"), "{names:?}");
+    let stored = std::fs::read_to_string(dir.path().join(&names[0])).expect("read");
+    assert!(stored.contains("Subject: whole") && stored.contains("second half"));
+}
+
+/// The last line of the next reply, or `None` when the connection closed (or was reset).
+async fn raw_reply(
+    read: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let mut line = String::new();
+        match read.read_line(&mut line).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Some(line.trim_end().to_owned());
+        }
+    }
+}

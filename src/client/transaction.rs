@@ -105,7 +105,7 @@ fn not_sent() -> Error {
     Error::new(
         ErrorKind::Closed,
         Stage::MailFrom,
-        "not sent: the session ended during an earlier message",
+        "not sent: the session ended during an earlier message of the batch, before this message's body left",
     )
 }
 

@@ -149,7 +149,7 @@ impl Pool {
         };
         while let Some(idle) = self.take_idle() {
             if self.expired(&idle, Instant::now()) {
-                close_in_background(idle.conn);
+                retire(s, idle.conn, None);
                 continue;
             }
             let mut conn = idle.conn;
@@ -165,7 +165,7 @@ impl Pool {
                 created: idle.created,
                 sent: idle.sent,
                 pool: self.shared.clone(),
-                _permit: permit,
+                permit: Some(permit),
             });
         }
         let conn = Connection::connect(&s.host, s.port, s.options.clone()).await?;
@@ -175,7 +175,7 @@ impl Pool {
             created: Instant::now(),
             sent: 0,
             pool: self.shared.clone(),
-            _permit: permit,
+            permit: Some(permit),
         })
     }
 
@@ -220,7 +220,14 @@ impl Pool {
             .map(|mut i| std::mem::take(&mut *i))
             .unwrap_or_default();
         for i in idle {
-            let _ = i.conn.quit().await;
+            // Holding a slot while saying QUIT keeps the session counted against
+            // max_connections until it is really gone.
+            match self.shared.permits.clone().try_acquire_owned() {
+                Ok(_slot) => {
+                    let _ = i.conn.quit().await;
+                }
+                Err(_) => drop(i.conn),
+            }
         }
     }
 }
@@ -231,13 +238,26 @@ fn expired(settings: &PoolSettings, idle: &Idle, now: Instant) -> bool {
         || idle.sent >= settings.max_messages_per_connection
 }
 
-/// Politely QUITs a session nobody will use again, without making anyone wait for it.
-fn close_in_background(conn: Connection) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(async move {
-            let _ = conn.quit().await;
-        });
+/// Closes a session nobody will use again, without making anyone wait for it.
+///
+/// A session out of step (failed, or its exchange cancelled half-way) is closed at once
+/// without QUIT, which a confused stream could take for part of something else. A healthy one
+/// says QUIT in the background, keeping a slot of the pool until it is closed (the slot it was
+/// lent with, or a free one), so that `max_connections` bounds the sessions that exist, not
+/// only those lent; with no slot free it is closed at once instead.
+fn retire(shared: &Shared, conn: Connection, permit: Option<OwnedSemaphorePermit>) {
+    if !conn.is_usable() {
+        drop(conn); // Closes the socket now.
+        return;
     }
+    let permit = permit.or_else(|| shared.permits.clone().try_acquire_owned().ok());
+    let (Some(permit), Ok(handle)) = (permit, tokio::runtime::Handle::try_current()) else {
+        return;
+    };
+    handle.spawn(async move {
+        let _ = conn.quit().await;
+        drop(permit);
+    });
 }
 
 async fn reap_idle(shared: Weak<Shared>) {
@@ -258,10 +278,10 @@ async fn reap_idle(shared: Weak<Shared>) {
             }
             Err(_) => return,
         };
-        drop(s);
         for i in expired_now {
-            close_in_background(i.conn);
+            retire(&s, i.conn, None);
         }
+        drop(s);
     }
 }
 
@@ -271,7 +291,8 @@ pub struct PooledConnection {
     created: Instant,
     sent: usize,
     pool: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    /// The slot this session holds; it goes back when the session is idle or closed.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PooledConnection {
@@ -319,11 +340,8 @@ impl Drop for PooledConnection {
         let Some(conn) = self.conn.take() else { return };
         if !conn.is_usable() {
             // A failed session, or one whose exchange was cancelled half-way (its replies
-            // would be read by the next borrower as its own), is never lent again; it is
-            // closed without QUIT, which a confused stream could take for something else.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(conn.close_silently());
-            }
+            // would be read by the next borrower as its own), is never lent again.
+            retire(&self.pool, conn, self.permit.take());
             return;
         }
         let idle = Idle {
@@ -333,7 +351,7 @@ impl Drop for PooledConnection {
             sent: self.sent,
         };
         if expired(&self.pool.settings, &idle, Instant::now()) {
-            close_in_background(idle.conn);
+            retire(&self.pool, idle.conn, self.permit.take());
             return;
         }
         if let Ok(mut list) = self.pool.idle.lock() {
