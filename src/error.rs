@@ -37,6 +37,8 @@ pub enum Stage {
     Quit,
     /// A command sent with [`crate::client::Connection::command`].
     Command,
+    /// Around the sessions of a delivery: rate limits, the send's total deadline.
+    Delivery,
 }
 
 impl Stage {
@@ -57,6 +59,7 @@ impl Stage {
             Stage::Noop => "noop",
             Stage::Quit => "quit",
             Stage::Command => "command",
+            Stage::Delivery => "delivery",
         }
     }
 }
@@ -78,6 +81,7 @@ impl fmt::Display for Stage {
             Stage::Noop => "NOOP",
             Stage::Quit => "QUIT",
             Stage::Command => "command",
+            Stage::Delivery => "delivery",
         })
     }
 }
@@ -268,10 +272,13 @@ impl Error {
     /// `.` were sent, before the server's reply: the message may or may not have been accepted.
     /// Retrying could deliver it twice.
     pub fn is_outcome_unknown(&self) -> bool {
+        // RFC 1047: once the final `.` left, the server may have taken the message whatever
+        // goes wrong before a complete, well-formed reply — a lost connection, a timeout, or a
+        // malformed reply (`250-…` then another code).
         self.stage == Stage::DataEnd
             && matches!(
                 self.kind,
-                ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout
+                ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout | ErrorKind::Protocol
             )
     }
 

@@ -404,6 +404,7 @@ async fn random_cancellations_never_misattribute_a_reply() {
         auth: false,
         max_reply_delay_ms: 4,
         seed: 20261129,
+        ..Behaviour::default()
     })
     .await;
     let mailer = mailer(

@@ -468,6 +468,13 @@ impl Connection {
         result
     }
 
+    /// Sets an end that no later exchange may pass, whatever the per-stage timeouts say (a
+    /// send's total deadline); `None` clears it. A step cut short by it fails with
+    /// [`ErrorKind::Timeout`] at its stage, like any other timeout.
+    pub fn set_deadline(&mut self, deadline: Option<tokio::time::Instant>) {
+        self.session.wire.set_deadline(deadline);
+    }
+
     /// The error for any exchange but the body while the server waits for one.
     pub(crate) fn refuse_while_awaiting_body(&self, stage: Stage) -> Result<()> {
         if self.session.wire.awaiting_body() {
@@ -523,6 +530,29 @@ impl Connection {
         let result = self.simple(command, stage).await;
         self.wire().end();
         result
+    }
+
+    /// Checks a session taken from a pool: quiet and open (see `Wire::still_quiet`), and,
+    /// with `noop_within`, answering NOOP within that time.
+    pub(crate) async fn healthy(&mut self, noop_within: Option<Duration>) -> bool {
+        if !self.session.wire.still_quiet().await {
+            return false;
+        }
+        let Some(limit) = noop_within else {
+            return true;
+        };
+        let wire = &mut self.session.wire;
+        if wire.begin(Stage::Noop).is_err() {
+            return false;
+        }
+        let result = async {
+            wire.queue(&[&Command::Noop], Stage::Noop)?;
+            wire.flush(Stage::Noop, limit).await?;
+            wire.read_reply(Stage::Noop, limit).await
+        }
+        .await;
+        wire.end();
+        matches!(result, Ok(reply) if reply.code() == ReplyCode::OK)
     }
 
     /// One command whose only good answer is `250`, inside an exchange already begun.

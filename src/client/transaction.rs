@@ -426,7 +426,9 @@ impl Connection {
                 Ok(reply) => {
                     Err(Error::rejected(Stage::DataEnd, reply).with_recipients(recipients))
                 }
-                Err(e) => Err(e),
+                // What RCPT said still holds: only the accepted recipients may have the
+                // message when the body or its final reply failed.
+                Err(e) => Err(e.with_recipients(recipients)),
             };
             // After an error the session is poisoned, so whether the group left no longer matters.
             return (result, next.is_some());

@@ -31,6 +31,8 @@ pub(crate) struct Wire {
     in_flight: Option<Stage>,
     /// The server answered a raw DATA with 354 and waits for the message body.
     awaiting_body: bool,
+    /// An end no exchange may pass, whatever its stage's own limit (a send's total deadline).
+    deadline: Option<Instant>,
 }
 
 impl Wire {
@@ -44,6 +46,22 @@ impl Wire {
             poisoned: None,
             in_flight: None,
             awaiting_body: false,
+            deadline: None,
+        }
+    }
+
+    /// Sets (or clears) the end no exchange may pass.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// When a step that may take `limit` must end: `limit` from now, or the overall deadline
+    /// when that comes first (then `true`).
+    fn end_of(&self, limit: Duration) -> (Instant, bool) {
+        let own = Instant::now() + limit;
+        match self.deadline {
+            Some(d) if d < own => (d, true),
+            _ => (own, false),
         }
     }
 
@@ -136,7 +154,7 @@ impl Wire {
     /// Writes everything queued in one write, under one deadline.
     pub(crate) async fn flush(&mut self, stage: Stage, limit: Duration) -> Result<()> {
         self.check_usable(stage)?;
-        let deadline = Instant::now() + limit;
+        let (deadline, _) = self.end_of(limit);
         let out = std::mem::take(&mut self.out);
         let result = self.write_until(&out, stage, deadline).await;
         self.out = out;
@@ -177,7 +195,8 @@ impl Wire {
             } else {
                 Stage::Body
             };
-            match timeout_at(Instant::now() + block, self.stream.write(&out[written..])).await {
+            let (end, overall) = self.end_of(block);
+            match timeout_at(end, self.stream.write(&out[written..])).await {
                 Ok(Ok(0)) => {
                     failure = Some(Error::new(
                         ErrorKind::Closed,
@@ -191,7 +210,11 @@ impl Wire {
                     failure = Some(Error::new(
                         ErrorKind::Timeout,
                         stage,
-                        format!("no write progress in {block:?}"),
+                        if overall {
+                            "the send's total deadline passed while writing the message".to_owned()
+                        } else {
+                            format!("no write progress in {block:?}")
+                        },
                     ))
                 }
             }
@@ -209,7 +232,8 @@ impl Wire {
         } else {
             Stage::Body
         };
-        self.flush_stream(stage, Instant::now() + block).await
+        let (end, _) = self.end_of(block);
+        self.flush_stream(stage, end).await
     }
 
     async fn write_until(&mut self, bytes: &[u8], stage: Stage, deadline: Instant) -> Result<()> {
@@ -234,7 +258,7 @@ impl Wire {
     /// (the server is closing, RFC 5321 §3.8) but is still returned.
     pub(crate) async fn read_reply(&mut self, stage: Stage, limit: Duration) -> Result<Reply> {
         self.check_usable(stage)?;
-        let deadline = Instant::now() + limit;
+        let (deadline, overall) = self.end_of(limit);
         loop {
             match self.parser.next_reply() {
                 Ok(Some(reply)) => {
@@ -259,13 +283,47 @@ impl Wire {
                     let err = Error::new(
                         ErrorKind::Timeout,
                         stage,
-                        format!("no complete reply within {limit:?}"),
+                        if overall {
+                            "the send's total deadline passed while waiting for a reply".to_owned()
+                        } else {
+                            format!("no complete reply within {limit:?}")
+                        },
                     );
                     return Err(self.poison(err));
                 }
             };
             self.parser.feed(&self.read_buf[..n]);
         }
+    }
+
+    /// Whether a session that sat idle is still quiet and open: reads what is there without
+    /// waiting. A server may close an idle session, or say `421` first (RFC 5321 §3.8); any
+    /// byte it sent unasked, or its close, makes the session unusable.
+    pub(crate) async fn still_quiet(&mut self) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        // Polls the read once: ready data or EOF come back at once, silence is a timeout.
+        let read = timeout_at(Instant::now(), self.stream.read(&mut self.read_buf)).await;
+        let why = match read {
+            Err(_) if self.parser.buffered_len() == 0 => return true,
+            Err(_) => "the server sent bytes while the session was idle".to_owned(),
+            Ok(Ok(0)) => "the server closed the idle session".to_owned(),
+            Ok(Ok(n)) => {
+                self.parser.feed(&self.read_buf[..n]);
+                match self.parser.next_reply() {
+                    Ok(Some(reply)) => {
+                        self.record_reply(&reply);
+                        format!("the server said `{reply}` while the session was idle")
+                    }
+                    _ => "the server sent bytes while the session was idle".to_owned(),
+                }
+            }
+            Ok(Err(e)) => format!("the idle session failed: {e}"),
+        };
+        self.note(&why);
+        self.poisoned = Some(why);
+        false
     }
 
     /// Gives up the stream for a TLS handshake. RFC 3207 §4.2: any byte the server sent after

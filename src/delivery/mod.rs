@@ -6,9 +6,10 @@ mod rate_limit;
 mod report;
 mod retry;
 mod route;
+mod verdict;
 
 pub use pool::{Pool, PoolSettings, PooledConnection};
-pub use rate_limit::{RateLimiter, RateLimits};
+pub use rate_limit::{OverLimit, RateCount, RateLimiter, RateLimits};
 pub use report::{Attempt, DeliveryError, DeliveryReport, RecipientStatus, ReplySummary};
 pub use retry::RetryPolicy;
 pub use route::{deliver, Route};

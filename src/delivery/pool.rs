@@ -23,6 +23,8 @@ pub struct PoolSettings {
     pub max_lifetime: Duration,
     /// A session idle longer than this is checked with NOOP before reuse. Default 5 s.
     pub health_check_after: Duration,
+    /// How long that NOOP may take before the session is given up for a new one. Default 5 s.
+    pub health_check_timeout: Duration,
     /// How long a task waits for a free session before giving up. Default 60 s.
     pub checkout_timeout: Duration,
 }
@@ -35,6 +37,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(30),
             max_lifetime: Duration::from_secs(5 * 60),
             health_check_after: Duration::from_secs(5),
+            health_check_timeout: Duration::from_secs(5),
             checkout_timeout: Duration::from_secs(60),
         }
     }
@@ -153,11 +156,12 @@ impl Pool {
                 continue;
             }
             let mut conn = idle.conn;
-            if idle.idle_since.elapsed() >= s.settings.health_check_after
-                && conn.noop().await.is_err()
-            {
-                // The server dropped it while it was idle: open another.
-                continue;
+            // Every reused session is checked for a close or a `421` the server sent while
+            // it was idle; one idle a while also answers NOOP, within a short time.
+            let noop = (idle.idle_since.elapsed() >= s.settings.health_check_after)
+                .then_some(s.settings.health_check_timeout);
+            if !conn.healthy(noop).await {
+                continue; // Dropped, so closed; open another.
             }
             s.reused.fetch_add(1, Ordering::Relaxed);
             return Ok(PooledConnection {

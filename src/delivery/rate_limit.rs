@@ -1,79 +1,161 @@
-//! Rate limits per provider: token buckets shared by every task sending through it.
+//! Rate limits per provider as window maxima: never more than N in any window of the
+//! configured length, for every window at once (a sliding-window log of what was granted).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateCount {
+    /// Each message counts one, whatever its recipients (the default).
+    #[default]
+    Messages,
+    /// Each recipient of a message counts one (how Gmail and most providers count).
+    Recipients,
+}
+
 /// Limits (the `rate_limit:` extension of a provider); 0 means no limit for that window.
+///
+/// Each is a window maximum: with `per_day: 500`, at most 500 in any 24 hours, whenever they
+/// start — not 500 per calendar day, and never a burst of a full window on top of a window
+/// already used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RateLimits {
-    /// Messages per second.
+    /// At most this many in any second.
     pub per_second: u32,
-    /// Messages per minute.
+    /// At most this many in any minute.
     pub per_minute: u32,
-    /// Messages per hour.
+    /// At most this many in any hour.
     pub per_hour: u32,
-    /// Messages per day (e.g. Gmail's 500 for free accounts).
+    /// At most this many in any 24 hours (e.g. Gmail's 500 recipients for free accounts).
     pub per_day: u32,
+    /// Whether messages or recipients are counted.
+    pub count: RateCount,
 }
 
 impl RateLimits {
     /// True when no window is limited.
     pub fn is_unlimited(&self) -> bool {
-        *self == RateLimits::default()
-    }
-}
-
-#[derive(Debug)]
-struct Bucket {
-    capacity: f64,
-    tokens: f64,
-    per_sec: f64,
-    window: &'static str,
-}
-
-impl Bucket {
-    fn new(limit: u32, window: Duration, name: &'static str) -> Option<Bucket> {
-        (limit > 0).then(|| Bucket {
-            capacity: f64::from(limit),
-            tokens: f64::from(limit),
-            per_sec: f64::from(limit) / window.as_secs_f64(),
-            window: name,
-        })
+        [
+            self.per_second,
+            self.per_minute,
+            self.per_hour,
+            self.per_day,
+        ]
+        .iter()
+        .all(|&n| n == 0)
     }
 
-    fn refill(&mut self, elapsed: Duration) {
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_sec).min(self.capacity);
-    }
-
-    /// Time until one token is there.
-    fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec)
+    /// How many units a message to `recipients` recipients takes.
+    pub fn units(&self, recipients: usize) -> u32 {
+        match self.count {
+            RateCount::Messages => 1,
+            RateCount::Recipients => u32::try_from(recipients.max(1)).unwrap_or(u32::MAX),
         }
     }
 }
 
-#[derive(Debug)]
-struct State {
-    buckets: Vec<Bucket>,
-    last: Instant,
+/// A request for more units than a window ever allows: waiting would never end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverLimit {
+    /// Units asked for.
+    pub units: u32,
+    /// The window's name (`second`, `minute`, `hour`, `day`).
+    pub window: &'static str,
+    /// Its limit.
+    pub limit: u32,
 }
 
-/// A token bucket per limited window; a message takes one token from each. Waiting is
-/// first come, first served, and is reported through `tracing` so it is never mysterious.
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at once can never pass a limit of {} per {}",
+            self.units, self.limit, self.window
+        )
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+/// One limited window: what was granted in the last `length`, oldest first.
+#[derive(Debug)]
+struct Window {
+    limit: u32,
+    length: Duration,
+    name: &'static str,
+    grants: VecDeque<(Instant, u32)>,
+    used: u64,
+}
+
+impl Window {
+    fn new(limit: u32, length: Duration, name: &'static str) -> Option<Window> {
+        (limit > 0).then(|| Window {
+            limit,
+            length,
+            name,
+            grants: VecDeque::new(),
+            used: 0,
+        })
+    }
+
+    /// Forgets grants that are a whole window old: a grant at `t` counts in `[t, t + length)`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, units)) = self.grants.front() {
+            if now.duration_since(at) < self.length {
+                break;
+            }
+            self.grants.pop_front();
+            self.used -= u64::from(units);
+        }
+    }
+
+    /// How long until `units` more fit in every window ending from now on.
+    fn wait(&self, now: Instant, units: u32) -> Duration {
+        let mut excess = (self.used + u64::from(units)).saturating_sub(u64::from(self.limit));
+        if excess == 0 {
+            return Duration::ZERO;
+        }
+        for &(at, granted) in &self.grants {
+            excess = excess.saturating_sub(u64::from(granted));
+            if excess == 0 {
+                return (at + self.length).saturating_duration_since(now);
+            }
+        }
+        // Only when `units` alone exceeds the limit, which `acquire_units` refuses first.
+        self.length
+    }
+
+    fn take(&mut self, now: Instant, units: u32) {
+        match self.grants.back_mut() {
+            Some((at, n)) if *at == now => *n += units,
+            _ => self.grants.push_back((now, units)),
+        }
+        self.used += u64::from(units);
+    }
+}
+
+/// The limits of a provider, shared by every task sending through it (clones share them).
+/// Waiting is first come, first served, and is reported through `tracing` so it is never
+/// mysterious. The limits hold within one process.
 ///
 /// ```
-/// use smtpkit::delivery::{RateLimiter, RateLimits};
-/// let limiter = RateLimiter::new(RateLimits { per_second: 10, per_day: 500, ..Default::default() });
+/// use smtpkit::delivery::{RateCount, RateLimiter, RateLimits};
+/// // Gmail: 500 recipients a day, and no more than 10 messages' worth in any second.
+/// let limiter = RateLimiter::new(RateLimits {
+///     per_second: 10,
+///     per_day: 500,
+///     count: RateCount::Recipients,
+///     ..Default::default()
+/// });
 /// # let _ = limiter;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    state: Arc<Mutex<State>>,
+    windows: Arc<Mutex<Vec<Window>>>,
     queue: Arc<tokio::sync::Mutex<()>>,
     limits: RateLimits,
 }
@@ -81,20 +163,17 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter for `limits`.
     pub fn new(limits: RateLimits) -> RateLimiter {
-        let buckets = [
-            Bucket::new(limits.per_second, Duration::from_secs(1), "second"),
-            Bucket::new(limits.per_minute, Duration::from_secs(60), "minute"),
-            Bucket::new(limits.per_hour, Duration::from_secs(3600), "hour"),
-            Bucket::new(limits.per_day, Duration::from_secs(86_400), "day"),
+        let windows = [
+            Window::new(limits.per_second, Duration::from_secs(1), "second"),
+            Window::new(limits.per_minute, Duration::from_secs(60), "minute"),
+            Window::new(limits.per_hour, Duration::from_secs(3600), "hour"),
+            Window::new(limits.per_day, Duration::from_secs(86_400), "day"),
         ]
         .into_iter()
         .flatten()
         .collect();
         RateLimiter {
-            state: Arc::new(Mutex::new(State {
-                buckets,
-                last: Instant::now(),
-            })),
+            windows: Arc::new(Mutex::new(windows)),
             queue: Arc::new(tokio::sync::Mutex::new(())),
             limits,
         }
@@ -105,50 +184,69 @@ impl RateLimiter {
         self.limits
     }
 
-    /// Waits until every window allows one more message, then takes it. Returns how long it
-    /// waited and, if it waited, which window held it back.
+    /// Waits until every window allows one more, then takes it. Returns how long it waited
+    /// and, if it waited, which window held it back last.
     ///
     /// Cancel safety: a dropped future takes nothing and gives its turn to the next waiter.
     pub async fn acquire(&self) -> (Duration, Option<&'static str>) {
+        // One unit never exceeds a limit, which is at least 1.
+        self.acquire_units(1)
+            .await
+            .unwrap_or((Duration::ZERO, None))
+    }
+
+    /// Waits until every window allows `units` more (a message's recipients, with
+    /// [`RateCount::Recipients`]), then takes them all at once. Fails at once when `units` is
+    /// more than a window ever allows.
+    ///
+    /// Cancel safety: a dropped future takes nothing and gives its turn to the next waiter.
+    pub async fn acquire_units(
+        &self,
+        units: u32,
+    ) -> Result<(Duration, Option<&'static str>), OverLimit> {
+        if let Ok(windows) = self.windows.lock() {
+            if let Some(w) = windows.iter().find(|w| units > w.limit) {
+                return Err(OverLimit {
+                    units,
+                    window: w.name,
+                    limit: w.limit,
+                });
+            }
+        }
         // One waiter at a time, in arrival order (tokio's Mutex is fair).
         let _turn = self.queue.lock().await;
         let started = Instant::now();
         let mut held_by = None;
         loop {
-            let wait = {
-                let Ok(mut state) = self.state.lock() else {
-                    return (Duration::ZERO, None);
+            let (wait, window) = {
+                let Ok(mut windows) = self.windows.lock() else {
+                    return Ok((Duration::ZERO, None));
                 };
                 let now = Instant::now();
-                let elapsed = now.duration_since(state.last);
-                state.last = now;
-                for b in &mut state.buckets {
-                    b.refill(elapsed);
+                for w in windows.iter_mut() {
+                    w.expire(now);
                 }
-                let (wait, window) = state
-                    .buckets
+                let longest = windows
                     .iter()
-                    .map(|b| (b.wait(), b.window))
-                    .max_by_key(|(w, _)| *w)
-                    .unwrap_or((Duration::ZERO, ""));
-                if wait.is_zero() {
-                    for b in &mut state.buckets {
-                        b.tokens -= 1.0;
+                    .map(|w| (w.wait(now, units), w.name))
+                    .max_by_key(|(wait, _)| *wait);
+                match longest {
+                    Some((wait, name)) if !wait.is_zero() => (wait, name),
+                    _ => {
+                        for w in windows.iter_mut() {
+                            w.take(now, units);
+                        }
+                        let waited = if held_by.is_some() {
+                            started.elapsed()
+                        } else {
+                            Duration::ZERO
+                        };
+                        return Ok((waited, held_by));
                     }
-                    let waited = if held_by.is_some() {
-                        started.elapsed()
-                    } else {
-                        Duration::ZERO
-                    };
-                    return (waited, held_by);
                 }
-                held_by = Some(window);
-                wait
             };
-            tracing::info!(
-                "rate limit: waiting {wait:?} for the per-{} limit",
-                held_by.unwrap_or("?")
-            );
+            held_by = Some(window);
+            tracing::info!("rate limit: waiting {wait:?} for the per-{window} limit");
             tokio::time::sleep(wait).await;
         }
     }
@@ -158,43 +256,101 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    /// Every window of `length` starting at a grant holds at most `limit` units.
+    fn assert_window_maxima(grants: &[(Instant, u32)], length: Duration, limit: u32) {
+        for (i, &(start, _)) in grants.iter().enumerate() {
+            let in_window: u32 = grants[i..]
+                .iter()
+                .take_while(|(t, _)| t.duration_since(start) < length)
+                .map(|(_, n)| n)
+                .sum();
+            assert!(
+                in_window <= limit,
+                "{in_window} in the window of {length:?} from grant {i}, limit {limit}"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn per_second_limit_spaces_messages() {
+    async fn never_more_than_the_limit_in_any_sliding_window() {
+        let limits = RateLimits {
+            per_second: 5,
+            per_minute: 40,
+            ..Default::default()
+        };
+        let limiter = RateLimiter::new(limits);
+        let mut grants = Vec::new();
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..300 {
+            // Arrivals in bursts and lulls, so windows start everywhere.
+            if rng.u8(..5) == 0 {
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..3000))).await;
+            }
+            limiter.acquire().await;
+            grants.push((Instant::now(), 1));
+        }
+        assert_window_maxima(&grants, Duration::from_secs(1), 5);
+        assert_window_maxima(&grants, Duration::from_secs(60), 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_after_an_idle_one_is_still_only_the_limit() {
+        // A token bucket that starts full and refills at N per window lets ~2N through in the
+        // first window after an idle one; a window maximum never does.
         let limiter = RateLimiter::new(RateLimits {
             per_second: 5,
             ..Default::default()
         });
-        let start = tokio::time::Instant::now();
-        for _ in 0..5 {
-            assert_eq!(
-                limiter.acquire().await.1,
-                None,
-                "the first five pass at once"
-            );
+        let start = Instant::now();
+        let mut granted_in_first_second = 0;
+        for _ in 0..20 {
+            limiter.acquire().await;
+            if start.elapsed() < Duration::from_secs(1) {
+                granted_in_first_second += 1;
+            }
         }
-        let (_, held) = limiter.acquire().await;
-        assert_eq!(held, Some("second"));
-        assert!(
-            start.elapsed() >= Duration::from_millis(190),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(granted_in_first_second, 5);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn per_day_limit_holds_after_the_burst() {
+    async fn recipients_are_counted_and_a_message_over_the_limit_is_refused() {
         let limiter = RateLimiter::new(RateLimits {
-            per_day: 3,
-            per_second: 100,
+            per_minute: 10,
+            count: RateCount::Recipients,
             ..Default::default()
         });
-        for _ in 0..3 {
-            limiter.acquire().await;
+        let units = limiter.limits().units(4);
+        assert_eq!(units, 4);
+        let start = Instant::now();
+        let mut grants = Vec::new();
+        for _ in 0..5 {
+            limiter.acquire_units(units).await.expect("fits");
+            grants.push((Instant::now(), units));
         }
-        let acquired = tokio::time::timeout(Duration::from_secs(3600), limiter.acquire()).await;
-        assert!(
-            acquired.is_err(),
-            "a fourth message within the hour would break 3/day"
+        assert_window_maxima(&grants, Duration::from_secs(60), 10);
+        // 4 + 4 now, the third 4 only once the first 4 are a minute old.
+        assert!(grants[2].0.duration_since(start) >= Duration::from_secs(60));
+        let over = limiter.acquire_units(11).await.expect_err("never fits");
+        assert_eq!(
+            over,
+            OverLimit {
+                units: 11,
+                window: "minute",
+                limit: 10
+            }
         );
+    }
+
+    #[test]
+    fn messages_count_one_whatever_their_recipients() {
+        let limits = RateLimits::default();
+        assert_eq!(limits.units(7), 1);
+        assert!(limits.is_unlimited());
+        let recipients = RateLimits {
+            count: RateCount::Recipients,
+            ..RateLimits::default()
+        };
+        assert!(recipients.is_unlimited(), "counting alone limits nothing");
+        assert_eq!(recipients.units(7), 7);
     }
 }

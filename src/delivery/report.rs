@@ -128,6 +128,19 @@ pub struct DeliveryError {
     pub duration: Duration,
 }
 
+impl DeliveryError {
+    /// A failure before any try (a message that cannot be built, no provider).
+    pub(crate) fn before_sending(error: Error) -> DeliveryError {
+        DeliveryError {
+            error,
+            message_id: String::new(),
+            recipients: Vec::new(),
+            attempts: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 impl std::fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.error)?;

@@ -1,5 +1,6 @@
-//! One message through a list of providers: retries within each, fallback to the next only
-//! after transient failures, and an exact account of every recipient and every try.
+//! One message through a list of providers: retries within each after transient failures,
+//! the next provider when this one cannot send (see `verdict`), and an exact account of every
+//! recipient and every try.
 
 use std::time::Duration;
 
@@ -9,12 +10,13 @@ use super::pool::Pool;
 use super::rate_limit::RateLimiter;
 use super::report::{Attempt, DeliveryError, DeliveryReport, RecipientStatus, ReplySummary};
 use super::retry::RetryPolicy;
+use super::verdict::{summary_verdict, verdict, Verdict};
 use crate::client::{Envelope, TransactionReport, Transcript};
 use crate::error::{Error, ErrorKind, Stage};
-use crate::message::BuiltMessage;
+use crate::message::{BuiltMessage, Mailbox, Notification};
 use crate::proto::Address;
 
-/// A provider as the delivery loop sees it: where to send, how often to try, how fast.
+/// A provider as the delivery loop sees it: where to send, as whom, how often to try, how fast.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The provider's id.
@@ -27,6 +29,9 @@ pub struct Route {
     pub limiter: Option<RateLimiter>,
     /// Where retry and rate-limit notes go, besides `tracing`.
     pub transcript: Option<Transcript>,
+    /// The sender it sends as (envelope and `From:`) when the notification names none: a
+    /// fallback provider sends as itself, since providers refuse each other's senders.
+    pub from: Mailbox,
 }
 
 impl Route {
@@ -38,59 +43,92 @@ impl Route {
     }
 }
 
+/// A recipient and what happened to it so far.
+struct Entry {
+    address: Address,
+    status: Option<RecipientStatus>,
+    /// The route whose provider refused it for reasons of its own (policy, quota): the others
+    /// may still try.
+    refused_by: Option<usize>,
+}
+
 /// The recipients and what happened to each so far.
 struct Ledger {
-    entries: Vec<(Address, Option<RecipientStatus>)>,
+    entries: Vec<Entry>,
 }
 
 impl Ledger {
     fn new(to: &[Address]) -> Ledger {
         Ledger {
-            entries: to.iter().map(|a| (a.clone(), None)).collect(),
+            entries: to
+                .iter()
+                .map(|a| Entry {
+                    address: a.clone(),
+                    status: None,
+                    refused_by: None,
+                })
+                .collect(),
         }
     }
 
-    fn record(&mut self, status: RecipientStatus) {
-        if let Some(entry) = self
+    /// Records what route `route` said about a recipient.
+    fn record(&mut self, status: RecipientStatus, route: usize) {
+        let Some(entry) = self
             .entries
             .iter_mut()
-            .find(|(a, _)| a.as_str() == status.address)
-        {
-            entry.1 = Some(status);
-        }
+            .find(|e| e.address.as_str() == status.address)
+        else {
+            return;
+        };
+        let provider_refused = status.reply.as_ref().is_some_and(|r| {
+            summary_verdict(r.code, r.enhanced_code.as_deref()) == Verdict::Provider
+        });
+        entry.refused_by = provider_refused.then_some(route);
+        entry.status = Some(status);
     }
 
     /// Marks `addresses` as possibly delivered.
     fn mark_unknown(&mut self, addresses: &[Address], provider: &str) {
-        for (a, s) in &mut self.entries {
-            if addresses.contains(a) {
-                let status = s.get_or_insert_with(|| RecipientStatus::untried(a));
+        for e in &mut self.entries {
+            if addresses.contains(&e.address) {
+                let status = e
+                    .status
+                    .get_or_insert_with(|| RecipientStatus::untried(&e.address));
+                status.accepted = false;
                 status.outcome_unknown = true;
                 status.provider = Some(provider.to_owned());
             }
         }
     }
 
-    /// Recipients still worth trying: not accepted, not refused permanently, not possibly delivered.
-    fn pending(&self) -> Vec<Address> {
+    /// Recipients still worth trying through route `route`: not accepted, not possibly
+    /// delivered, not refused for good, not refused by this very provider.
+    fn pending_for(&self, route: usize) -> Vec<Address> {
         self.entries
             .iter()
-            .filter(|(_, s)| match s {
+            .filter(|e| match &e.status {
                 None => true,
                 Some(s) => {
                     !s.accepted
                         && !s.outcome_unknown
-                        && s.reply.as_ref().is_none_or(|r| r.code < 500)
+                        && e.refused_by != Some(route)
+                        && s.reply.as_ref().is_none_or(|r| {
+                            summary_verdict(r.code, r.enhanced_code.as_deref())
+                                != Verdict::Permanent
+                        })
                 }
             })
-            .map(|(a, _)| a.clone())
+            .map(|e| e.address.clone())
             .collect()
     }
 
     fn finish(self) -> Vec<RecipientStatus> {
         self.entries
             .into_iter()
-            .map(|(a, s)| s.unwrap_or_else(|| RecipientStatus::untried(&a)))
+            .map(|e| {
+                e.status
+                    .unwrap_or_else(|| RecipientStatus::untried(&e.address))
+            })
             .collect()
     }
 }
@@ -99,25 +137,92 @@ fn summary(err: &Error) -> (String, String) {
     (err.kind().as_str().to_owned(), err.to_string())
 }
 
-/// Sends `message` through `routes` in order. See the crate README for the rules.
+fn deadline_error(total: Duration, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        Stage::Delivery,
+        format!("the send's total deadline ({total:?}, `timeouts.total`) passed {what}"),
+    )
+}
+
+/// The message as route `route` sends it: as the notification's sender, else as the route's;
+/// the Message-ID stays the first one built.
+struct Messages<'a> {
+    notification: &'a Notification,
+    built: Vec<(Mailbox, BuiltMessage)>,
+}
+
+impl Messages<'_> {
+    fn for_route(&mut self, route: &Route) -> Result<&BuiltMessage, Error> {
+        let from = self.notification.from.as_ref().unwrap_or(&route.from);
+        if let Some(i) = self.built.iter().position(|(f, _)| f == from) {
+            return Ok(&self.built[i].1);
+        }
+        let id = self.built.first().map(|(_, b)| b.message_id.as_str());
+        let message = self.notification.build_with_id(from, id)?;
+        self.built.push((from.clone(), message));
+        Ok(&self.built[self.built.len() - 1].1)
+    }
+}
+
+/// Sends `notification` through `routes` in order, within `total` when given. See the crate
+/// README for the rules.
 ///
 /// Cancel safety: a dropped future may leave the message sent, partly sent or not sent; a
 /// session it was using is closed, never lent to another delivery.
 pub async fn deliver(
     routes: &[Route],
-    message: &BuiltMessage,
+    notification: &Notification,
+    total: Option<Duration>,
 ) -> Result<DeliveryReport, DeliveryError> {
     let started = Instant::now();
-    let mut ledger = Ledger::new(message.envelope.to());
+    let deadline = total.map(|t| started + t);
+    let mut messages = Messages {
+        notification,
+        built: Vec::new(),
+    };
+    let first = match routes.first().map(|r| messages.for_route(r)) {
+        Some(Ok(m)) => m.clone(),
+        Some(Err(error)) => return Err(DeliveryError::before_sending(error)),
+        None => {
+            let error = Error::new(
+                ErrorKind::InvalidInput,
+                Stage::Delivery,
+                "no provider to send through",
+            );
+            return Err(DeliveryError::before_sending(error));
+        }
+    };
+    let mut ledger = Ledger::new(first.envelope.to());
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut last_success: Option<(String, TransactionReport)> = None;
     let mut last_error: Option<Error> = None;
+    let remaining = |what: &str| -> Result<Option<Duration>, Error> {
+        match (deadline, total) {
+            (Some(d), Some(t)) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Err(deadline_error(t, what))
+                } else {
+                    Ok(Some(left))
+                }
+            }
+            _ => Ok(None),
+        }
+    };
 
     'routes: for (index, route) in routes.iter().enumerate() {
-        for number in 1..=route.retry.attempts.max(1) {
-            let pending = ledger.pending();
-            if pending.is_empty() {
+        let message = match messages.for_route(route) {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                last_error = Some(e);
                 break 'routes;
+            }
+        };
+        for number in 1..=route.retry.attempts.max(1) {
+            let pending = ledger.pending_for(index);
+            if pending.is_empty() {
+                break;
             }
             if number > 1 {
                 if started.elapsed() >= route.retry.max_elapsed {
@@ -128,6 +233,20 @@ pub async fn deliver(
                     break;
                 }
                 let wait = route.retry.backoff(number);
+                match remaining("before the next retry") {
+                    Ok(Some(left)) if left <= wait => {
+                        last_error = Some(deadline_error(
+                            total.unwrap_or_default(),
+                            "before the next retry was due",
+                        ));
+                        break 'routes;
+                    }
+                    Err(e) => {
+                        last_error = Some(e);
+                        break 'routes;
+                    }
+                    Ok(_) => {}
+                }
                 route.note(&format!(
                     "retry {number}/{} in {wait:?}",
                     route.retry.attempts
@@ -136,13 +255,48 @@ pub async fn deliver(
             }
             let waited = match &route.limiter {
                 Some(limiter) => {
-                    let (waited, window) = limiter.acquire().await;
-                    if let Some(window) = window {
-                        route.note(&format!(
-                            "waited {waited:?} for the per-{window} rate limit"
-                        ));
+                    let units = limiter.limits().units(pending.len());
+                    let left = match remaining("while waiting for the rate limit") {
+                        Ok(left) => left,
+                        Err(e) => {
+                            last_error = Some(e);
+                            break 'routes;
+                        }
+                    };
+                    let acquired = match left {
+                        Some(left) => tokio::time::timeout(left, limiter.acquire_units(units))
+                            .await
+                            .map_err(|_| {
+                                deadline_error(
+                                    total.unwrap_or_default(),
+                                    "while waiting for the rate limit",
+                                )
+                            }),
+                        None => Ok(limiter.acquire_units(units).await),
+                    };
+                    match acquired {
+                        Ok(Ok((waited, window))) => {
+                            if let Some(window) = window {
+                                route.note(&format!(
+                                    "waited {waited:?} for the per-{window} rate limit"
+                                ));
+                            }
+                            waited
+                        }
+                        Ok(Err(over)) => {
+                            // Another provider may allow more: this one never will.
+                            last_error = Some(Error::new(
+                                ErrorKind::InvalidInput,
+                                Stage::Delivery,
+                                format!("rate limit of provider {}: {over}", route.provider),
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            last_error = Some(e);
+                            break 'routes;
+                        }
                     }
-                    waited
                 }
                 None => Duration::ZERO,
             };
@@ -153,15 +307,18 @@ pub async fn deliver(
                     break 'routes;
                 }
             };
-            let result = async {
-                let mut session = route.pool.get().await?;
-                session.send_mail(&envelope, &message.bytes).await
-            }
-            .await;
+            let left = match remaining("before the try") {
+                Ok(left) => left,
+                Err(e) => {
+                    last_error = Some(e);
+                    break 'routes;
+                }
+            };
+            let result = send_once(route, &envelope, &message.bytes, deadline, left, total).await;
             match result {
                 Ok(tx) => {
                     for r in tx.recipients() {
-                        ledger.record(RecipientStatus::from_result(r, &route.provider));
+                        ledger.record(RecipientStatus::from_result(r, &route.provider), index);
                     }
                     let refused = tx.rejected().count();
                     attempts.push(Attempt {
@@ -175,16 +332,8 @@ pub async fn deliver(
                     last_success = Some((route.provider.clone(), tx));
                 }
                 Err(err) => {
-                    // A recipient the server took at RCPT did not get the message when the
-                    // transaction failed later: it carries the transaction's error reply.
-                    for r in err.recipients() {
-                        let mut status = RecipientStatus::from_result(r, &route.provider);
-                        if status.accepted {
-                            status.accepted = false;
-                            status.reply = err.reply().map(ReplySummary::from);
-                        }
-                        ledger.record(status);
-                    }
+                    let unknown = err.is_outcome_unknown();
+                    record_failure(&mut ledger, &err, &pending, route, index);
                     let (result, detail) = summary(&err);
                     attempts.push(Attempt {
                         provider: route.provider.clone(),
@@ -194,23 +343,31 @@ pub async fn deliver(
                         detail,
                         rate_limit_wait: waited,
                     });
-                    if err.is_outcome_unknown() && !route.retry.retry_unknown_outcome {
-                        // The server may have the message: trying again, here or elsewhere,
-                        // could deliver it twice. Report it and stop.
-                        ledger.mark_unknown(&pending, &route.provider);
-                        last_error = Some(err);
-                        break 'routes;
-                    }
-                    let retry = route.retry.should_retry(&err);
+                    let verdict = verdict(&err);
                     last_error = Some(err);
-                    if !retry && ledger.pending().iter().eq(pending.iter()) {
-                        // A permanent failure of the whole transaction: no retry, no fallback.
-                        break 'routes;
+                    if unknown {
+                        // Those that may have it are set aside; the others (refused for now
+                        // at RCPT) go on being tried.
+                        continue;
+                    }
+                    match verdict {
+                        Verdict::Transient => {}
+                        Verdict::Provider => {
+                            route.note("this provider cannot send the message now");
+                            break;
+                        }
+                        Verdict::Permanent => {
+                            if ledger.pending_for(index).iter().eq(pending.iter()) {
+                                // A permanent failure of the whole transaction: no retry,
+                                // no fallback.
+                                break 'routes;
+                            }
+                        }
                     }
                 }
             }
         }
-        if ledger.pending().is_empty() {
+        if (0..routes.len()).all(|i| ledger.pending_for(i).is_empty()) {
             break;
         }
         if let Some(next) = routes.get(index + 1) {
@@ -220,10 +377,11 @@ pub async fn deliver(
 
     let duration = started.elapsed();
     let recipients = ledger.finish();
+    let message_id = first.message_id.clone();
     match (last_success, recipients.iter().any(|r| r.accepted)) {
         (Some((provider, tx)), true) => Ok(DeliveryReport {
             provider,
-            message_id: message.message_id.clone(),
+            message_id,
             recipients,
             final_reply: ReplySummary::from(tx.data_reply()),
             queue_id: tx.queue_id(),
@@ -234,14 +392,77 @@ pub async fn deliver(
             error: last_error.unwrap_or_else(|| {
                 Error::new(
                     ErrorKind::InvalidInput,
-                    Stage::Connect,
+                    Stage::Delivery,
                     "no provider to send through",
                 )
             }),
-            message_id: message.message_id.clone(),
+            message_id,
             recipients,
             attempts,
             duration,
         }),
     }
+}
+
+/// One try: a session from the pool (within what is left of the total deadline) and one
+/// transaction, every step of which ends by that deadline too.
+async fn send_once(
+    route: &Route,
+    envelope: &Envelope,
+    bytes: &[u8],
+    deadline: Option<Instant>,
+    left: Option<Duration>,
+    total: Option<Duration>,
+) -> Result<TransactionReport, Error> {
+    let mut session = match left {
+        // Dropping a checkout half-way is safe: nothing was sent yet.
+        Some(left) => tokio::time::timeout(left, route.pool.get())
+            .await
+            .map_err(|_| deadline_error(total.unwrap_or_default(), "while connecting"))??,
+        None => route.pool.get().await?,
+    };
+    session.set_deadline(deadline);
+    let result = session.send_mail(envelope, bytes).await;
+    session.set_deadline(None);
+    result
+}
+
+/// Records a failed try in the ledger: what RCPT said stays (only accepted recipients can be
+/// "outcome unknown"); accepted recipients of a failed transaction carry its error reply; a
+/// failure before RCPT carries its reply to every pending recipient.
+fn record_failure(
+    ledger: &mut Ledger,
+    err: &Error,
+    pending: &[Address],
+    route: &Route,
+    index: usize,
+) {
+    let unknown = err.is_outcome_unknown() && !route.retry.retry_unknown_outcome;
+    if err.recipients().is_empty() {
+        if unknown {
+            ledger.mark_unknown(pending, &route.provider);
+        } else if let Some(reply) = err.reply() {
+            for a in pending {
+                let mut status = RecipientStatus::untried(a);
+                status.reply = Some(ReplySummary::from(reply));
+                status.provider = Some(route.provider.clone());
+                ledger.record(status, index);
+            }
+        }
+        return;
+    }
+    let mut may_have_it = Vec::new();
+    for r in err.recipients() {
+        let mut status = RecipientStatus::from_result(r, &route.provider);
+        if status.accepted {
+            status.accepted = false;
+            if unknown {
+                may_have_it.push(r.address.clone());
+            } else if let Some(reply) = err.reply() {
+                status.reply = Some(ReplySummary::from(reply));
+            }
+        }
+        ledger.record(status, index);
+    }
+    ledger.mark_unknown(&may_have_it, &route.provider);
 }

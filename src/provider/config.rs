@@ -8,7 +8,7 @@ use super::error::{nearest, ConfigError};
 use super::workflow::{parse_workflows, Workflow};
 use super::yaml_node::{Env, Node};
 use crate::client::{ClientOptions, Credentials, Security, Timeouts, TlsConnector, TlsSettings};
-use crate::delivery::{PoolSettings, RateLimits, RetryPolicy};
+use crate::delivery::{PoolSettings, RateCount, RateLimits, RetryPolicy};
 use crate::message::Mailbox;
 use crate::proto::{ClientName, Mechanism, Secret};
 
@@ -50,8 +50,11 @@ pub struct SmtpSettings {
     pub ca_file: Option<PathBuf>,
     /// `helo_name` (extension).
     pub helo_name: Option<ClientName>,
-    /// `timeouts` (extension).
+    /// `timeouts` (extension), per stage of a session.
     pub timeouts: Timeouts,
+    /// `timeouts.total` (extension): one deadline over every try of a send, retries and
+    /// fallbacks included. Default 3 minutes.
+    pub total_timeout: Option<std::time::Duration>,
     /// `pool` (extension).
     pub pool: PoolSettings,
     /// `retry` (extension).
@@ -137,6 +140,7 @@ const POOL_KEYS: &[&str] = &[
     "idle_timeout",
     "max_lifetime",
     "health_check_after",
+    "health_check_timeout",
     "checkout_timeout",
 ];
 const RETRY_KEYS: &[&str] = &[
@@ -146,7 +150,7 @@ const RETRY_KEYS: &[&str] = &[
     "max_elapsed",
     "retry_unknown_outcome",
 ];
-const RATE_KEYS: &[&str] = &["per_second", "per_minute", "per_hour", "per_day"];
+const RATE_KEYS: &[&str] = &["per_second", "per_minute", "per_hour", "per_day", "count"];
 const TIMEOUT_KEYS: &[&str] = &[
     "connect",
     "greeting",
@@ -154,7 +158,12 @@ const TIMEOUT_KEYS: &[&str] = &[
     "data_start",
     "data_block",
     "data_end",
+    "total",
 ];
+
+/// The default of `timeouts.total`: a notification that cannot be handed over in 3 minutes,
+/// retries included, is reported rather than held (the outbox is for waiting longer).
+pub const DEFAULT_TOTAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3 * 60);
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -487,9 +496,16 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
             Some(ClientName::new(text).map_err(|e| h.node(env).error(e.to_string()))?)
         }
     };
-    let timeouts = match node.get("timeouts") {
-        None => Timeouts::default(),
-        Some(t) => parse_timeouts(t.node(env))?,
+    let (timeouts, total_timeout) = match node.get("timeouts") {
+        None => (Timeouts::default(), DEFAULT_TOTAL_TIMEOUT),
+        Some(t) => {
+            let t = t.node(env);
+            let total = match t.get("total") {
+                None => DEFAULT_TOTAL_TIMEOUT,
+                Some(total) => positive_duration(total.node(env))?,
+            };
+            (parse_timeouts(t)?, total)
+        }
     };
     let pool = node
         .get("pool")
@@ -528,6 +544,7 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
         ca_file,
         helo_name,
         timeouts,
+        total_timeout: Some(total_timeout),
     })
 }
 
@@ -553,6 +570,7 @@ fn parse_pool(node: Node<'_, '_>) -> Result<PoolSettings, ConfigError> {
         ("idle_timeout", &mut p.idle_timeout),
         ("max_lifetime", &mut p.max_lifetime),
         ("health_check_after", &mut p.health_check_after),
+        ("health_check_timeout", &mut p.health_check_timeout),
         ("checkout_timeout", &mut p.checkout_timeout),
     ] {
         if let Some(v) = node.get(key) {
@@ -597,6 +615,12 @@ fn parse_rate(node: Node<'_, '_>) -> Result<RateLimits, ConfigError> {
         if let Some(v) = node.get(key) {
             *slot = v.node(env).number(0..=u64::from(u32::MAX))? as u32;
         }
+    }
+    if let Some(v) = node.get("count") {
+        l.count = match v.node(env).choice(&["messages", "recipients"])? {
+            "recipients" => RateCount::Recipients,
+            _ => RateCount::Messages,
+        };
     }
     Ok(l)
 }

@@ -7,8 +7,7 @@ use super::config::{Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
 use crate::client::{ClientOptions, Transcript};
 use crate::delivery::{deliver, DeliveryError, DeliveryReport, Pool, RateLimiter, Route};
-use crate::error::Error;
-use crate::message::{Mailbox, Notification};
+use crate::message::Notification;
 
 /// The routes of a configuration, one per provider, built once so every sender through a
 /// provider shares its pool and its rate limiter.
@@ -20,7 +19,6 @@ pub struct RouteTable {
 #[derive(Debug, Clone)]
 struct Built {
     route: Route,
-    from: Mailbox,
     settings: SmtpSettings,
     options: ClientOptions,
     fallback: Vec<String>,
@@ -45,10 +43,10 @@ fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Bu
         retry: p.smtp.retry,
         limiter,
         transcript: transcript.cloned(),
+        from: from.clone(),
     };
     Ok(Built {
         route,
-        from,
         settings: p.smtp.clone(),
         options,
         fallback: p.smtp.fallback.clone(),
@@ -123,7 +121,6 @@ impl RouteTable {
                 .filter_map(|id| self.routes.get(id))
                 .map(|b| b.route.clone())
                 .collect(),
-            from: first.from.clone(),
             settings: first.settings.clone(),
             options: first.options.clone(),
         })
@@ -152,7 +149,6 @@ impl RouteTable {
 #[derive(Debug, Clone)]
 pub struct Mailer {
     routes: Vec<Route>,
-    from: Mailbox,
     settings: SmtpSettings,
     options: ClientOptions,
 }
@@ -201,16 +197,7 @@ impl Mailer {
     /// a session it was using is closed, never lent to another send (so no other message can
     /// be confused with this one).
     pub async fn send(&self, notification: &Notification) -> Result<DeliveryReport, DeliveryError> {
-        let message = notification
-            .build(&self.from)
-            .map_err(|error: Error| DeliveryError {
-                error,
-                message_id: String::new(),
-                recipients: Vec::new(),
-                attempts: Vec::new(),
-                duration: std::time::Duration::ZERO,
-            })?;
-        deliver(&self.routes, &message).await
+        deliver(&self.routes, notification, self.settings.total_timeout).await
     }
 
     /// QUITs the idle sessions of every provider (call before the program ends).

@@ -99,7 +99,8 @@ impl Truth {
     }
 }
 
-/// What the RCPT rule answers for `address`.
+/// What the RCPT rule answers for `address` (an address starting with `later` gets `450` the
+/// first time the server sees it, `250` after).
 pub fn rcpt_reply(address: &str) -> (u16, &'static str) {
     if address.starts_with("bad") {
         (550, "5.1.1 no such user")
@@ -116,6 +117,10 @@ struct Shared {
     reached: mpsc::UnboundedSender<Point>,
     release: Notify,
     auth: bool,
+    behaviour: Behaviour,
+    dropped_once: std::sync::atomic::AtomicBool,
+    /// Addresses already answered (for the `later` rule).
+    seen: Mutex<std::collections::HashSet<String>>,
     /// Random delay before each reply, at most this many milliseconds (0: none).
     max_reply_delay_ms: u64,
     rng: Mutex<fastrand::Rng>,
@@ -143,6 +148,14 @@ pub struct Behaviour {
     pub max_reply_delay_ms: u64,
     /// Seed for those delays.
     pub seed: u64,
+    /// Answer the final `.` with a malformed reply (`250-` then `550`) after storing.
+    pub malformed_final: bool,
+    /// Close the connection instead of answering the first final `.` (after storing).
+    pub drop_after_first_dot: bool,
+    /// Answer every MAIL with this instead of 250.
+    pub mail_reply: Option<&'static str>,
+    /// Answer every AUTH with this instead of 235.
+    pub auth_reply: Option<&'static str>,
 }
 
 impl TruthServer {
@@ -159,6 +172,9 @@ impl TruthServer {
             reached: tx,
             release: Notify::new(),
             auth: behaviour.auth,
+            behaviour,
+            dropped_once: std::sync::atomic::AtomicBool::new(false),
+            seen: Mutex::new(std::collections::HashSet::new()),
             max_reply_delay_ms: behaviour.max_reply_delay_ms,
             rng: Mutex::new(fastrand::Rng::with_seed(behaviour.seed)),
         });
@@ -270,7 +286,12 @@ impl Session {
                 self.send(&lines.join("\r\n")).await?;
             } else if upper.starts_with("AUTH") {
                 self.hold(Point::Auth).await?;
-                self.send("235 2.7.0 authenticated").await?;
+                let reply = self
+                    .shared
+                    .behaviour
+                    .auth_reply
+                    .unwrap_or("235 2.7.0 authenticated");
+                self.send(reply).await?;
             } else if upper.starts_with("NOOP") {
                 self.hold(Point::Noop).await?;
                 self.send("250 2.0.0 ok").await?;
@@ -283,12 +304,25 @@ impl Session {
                 return Ok(());
             } else if upper.starts_with("MAIL FROM:") {
                 self.hold(Point::Group).await?;
-                from = Some(path(&line));
                 rcpts.clear();
+                if let Some(reply) = self.shared.behaviour.mail_reply {
+                    self.send(reply).await?;
+                    continue;
+                }
+                from = Some(path(&line));
                 self.send("250 2.1.0 sender ok").await?;
             } else if upper.starts_with("RCPT TO:") {
                 let to = path(&line);
-                let (code, text) = rcpt_reply(&to);
+                let first_time = lock(&self.shared.seen).insert(to.clone());
+                let (code, text) = if to.starts_with("later") {
+                    if first_time {
+                        (450, "4.2.1 try again later")
+                    } else {
+                        (250, "2.1.5 ok")
+                    }
+                } else {
+                    rcpt_reply(&to)
+                };
                 if code == 250 {
                     rcpts.push(to);
                 }
@@ -314,6 +348,22 @@ impl Session {
                     id
                 };
                 self.hold(Point::FinalReply).await?;
+                let b = self.shared.behaviour;
+                if b.drop_after_first_dot
+                    && !self
+                        .shared
+                        .dropped_once
+                        .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    return Ok(());
+                }
+                if b.malformed_final {
+                    self.send(&format!(
+                        "250-2.0.0 Ok: queued as {queue_id}\r\n550 5.0.0 oops"
+                    ))
+                    .await?;
+                    continue;
+                }
                 self.send(&format!("250 2.0.0 Ok: queued as {queue_id}"))
                     .await?;
             } else {
