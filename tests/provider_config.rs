@@ -102,7 +102,10 @@ fn every_spec_example_loads_unchanged() {
         assert_eq!(p.smtp.security, Security::Auto);
         assert_eq!(p.smtp.auth, AuthSetting::Auto);
         assert!(!p.smtp.allow_insecure_auth);
-        assert_eq!(p.smtp.timeouts.data_end, Duration::from_secs(600));
+        // Submission-oriented defaults, one deadline over the whole send.
+        assert_eq!(p.smtp.timeouts.data_end, Duration::from_secs(120));
+        assert_eq!(p.smtp.timeouts.command, Duration::from_secs(30));
+        assert_eq!(p.smtp.total_timeout, Some(Duration::from_secs(180)));
         assert!(
             !format!("{p:?}").contains("your-smtp-password"),
             "password never in Debug"
@@ -315,7 +318,7 @@ fn extensions_are_read() {
     assert_eq!(p.smtp.timeouts.data_end, Duration::from_millis(500));
     assert_eq!(
         p.smtp.timeouts.greeting,
-        Duration::from_secs(300),
+        Duration::from_secs(30),
         "others keep their defaults"
     );
 
