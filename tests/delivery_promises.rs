@@ -266,3 +266,37 @@ fn rate_limit_count_and_total_are_read_from_config() {
     let err = Config::from_yaml_str(&bad).expect_err("unknown count");
     assert!(err.to_string().contains("rate_limit.count"), "{err}");
 }
+
+/// RFC 5321 §3.8: a server may say `421` and close a session that sat idle. The pool sees
+/// that on checkout and opens a new session: the send neither fails nor reads the `421` as
+/// the reply to its MAIL.
+#[tokio::test]
+async fn a_session_closed_with_421_while_idle_is_not_reused() {
+    let server = TruthServer::start(Behaviour {
+        close_with_421_after_message: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let mailer = mailer(
+        &[provider(
+            "email",
+            server.port,
+            "sender@example.com",
+            "      auth: none\n      pool: {health_check_after: 1h, idle_timeout: 1h}\n",
+        )],
+        "email",
+    );
+    mailer
+        .send(&note(&["ok@example.org"], "first"))
+        .await
+        .expect("sent");
+    server.ended(0).await;
+    let report = mailer
+        .send(&note(&["ok@example.org"], "second"))
+        .await
+        .expect("sent");
+    assert_eq!(report.attempts.len(), 1, "{:?}", report.attempts);
+    let truth = server.truth();
+    assert_eq!(truth.connections, 2);
+    assert_eq!(truth.stored_with("second")[0].conn, 1);
+}

@@ -156,6 +156,8 @@ pub struct Behaviour {
     pub mail_reply: Option<&'static str>,
     /// Answer every AUTH with this instead of 235.
     pub auth_reply: Option<&'static str>,
+    /// After answering a message, say `421` at once and close (an idle timeout, early).
+    pub close_with_421_after_message: bool,
 }
 
 impl TruthServer {
@@ -366,6 +368,11 @@ impl Session {
                 }
                 self.send(&format!("250 2.0.0 Ok: queued as {queue_id}"))
                     .await?;
+                if b.close_with_421_after_message {
+                    self.send("421 4.4.2 truth.test idle too long, closing")
+                        .await?;
+                    return Ok(());
+                }
             } else {
                 self.send("500 5.5.2 unknown command").await?;
             }
