@@ -300,3 +300,38 @@ async fn a_session_closed_with_421_while_idle_is_not_reused() {
     assert_eq!(truth.connections, 2);
     assert_eq!(truth.stored_with("second")[0].conn, 1);
 }
+
+/// The pool's NOOP health check has its own short deadline: a server that never answers it
+/// costs `health_check_timeout`, not the 30 s command timeout, and the send goes on over a new
+/// session.
+#[tokio::test]
+async fn a_stuck_health_check_gives_up_after_its_own_short_deadline() {
+    let mut server = TruthServer::start(Behaviour::default()).await;
+    let block = provider(
+        "email",
+        server.port,
+        "sender@example.com",
+        "      auth: none\n      pool: {health_check_after: 1ms, health_check_timeout: 300ms, idle_timeout: 1h}\n",
+    )
+    .replace("data_end: 30s}", "data_end: 30s, total: 10s}");
+    let mailer = mailer(&[block], "email");
+    mailer
+        .send(&note(&["ok@example.org"], "first"))
+        .await
+        .expect("sent");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    server.stall(Stall {
+        point: Point::Noop,
+        release_after: None,
+    });
+    let second = note(&["ok@example.org"], "second");
+    let send = mailer.send(&second);
+    let (report, ()) = tokio::join!(send, server.reached(Point::Noop));
+    // Within the 10 s total, so the NOOP was given up long before the 30 s command timeout.
+    let report = report.expect("sent over a new session");
+    assert_eq!(report.attempts.len(), 1);
+    let truth = server.truth();
+    assert_eq!(truth.connections, 2);
+    assert_eq!(truth.stored_with("second")[0].conn, 1);
+    server.release();
+}
