@@ -50,8 +50,9 @@ impl TransactionReport {
         &self.data_reply
     }
 
-    /// The queue id from the final reply when it has a common form: Postfix's `queued as ID`,
-    /// `id=ID`, or `OK ID` (Gmail, Exim, SendGrid style).
+    /// The queue id from the final reply when it has a common form: `queued as ID` (Postfix,
+    /// SendGrid), `id=ID` (Exim), `OK <unix time> ID - gsmtp` (Gmail) or `Ok ID` (Amazon
+    /// SES). `None` when the reply names none, as Microsoft's `Queued mail for delivery`.
     pub fn queue_id(&self) -> Option<String> {
         queue_id(&self.data_reply)
     }
@@ -61,21 +62,38 @@ fn queue_id(reply: &Reply) -> Option<String> {
     let message = reply.message();
     let words: Vec<&str> = message.split_whitespace().collect();
     let clean = |w: &str| {
-        w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.')
-            .to_owned()
+        Some(
+            w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.')
+                .to_owned(),
+        )
+        .filter(|w| !w.is_empty())
     };
     for (i, w) in words.iter().enumerate() {
+        // Postfix and SendGrid: `Ok: queued as ID`.
         if w.eq_ignore_ascii_case("as") && i > 0 && words[i - 1].eq_ignore_ascii_case("queued") {
-            return words.get(i + 1).map(|w| clean(w)).filter(|w| !w.is_empty());
+            return words.get(i + 1).and_then(|w| clean(w));
         }
+        // Exim: `OK id=ID`.
         if let Some(id) = w.strip_prefix("id=") {
-            return Some(clean(id)).filter(|w| !w.is_empty());
+            return clean(id);
         }
     }
+    // Microsoft: `OK <message-id> [Hostname=…] Queued mail for delivery` names no queue id.
+    if message
+        .to_ascii_lowercase()
+        .contains("queued mail for delivery")
+    {
+        return None;
+    }
+    let is_time = |w: &str| w.len() >= 9 && w.bytes().all(|b| b.is_ascii_digit());
     match words.as_slice() {
-        [ok, id, ..] if ok.eq_ignore_ascii_case("ok") && id.len() >= 6 => {
-            Some(clean(id)).filter(|w| !w.is_empty())
-        }
+        [ok, rest @ ..] if ok.eq_ignore_ascii_case("ok") => match rest {
+            // Gmail: `OK <unix time> <id> - gsmtp`.
+            [time, id, ..] if is_time(time) => Some(*id).filter(|id| *id != "-").and_then(clean),
+            // Amazon SES and others: `Ok <id>`.
+            [id, ..] if id.len() >= 6 && !id.starts_with(['<', '[']) => clean(id),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -494,22 +512,40 @@ mod tests {
 
     #[test]
     fn queue_ids_of_common_servers() {
-        assert_eq!(
-            queue_id(&reply(250, "2.0.0 Ok: queued as 4Xk2Lz0bJHz")).as_deref(),
-            Some("4Xk2Lz0bJHz")
-        );
-        assert_eq!(
-            queue_id(&reply(250, "OK id=1tGx9a-0001Xy-2B")).as_deref(),
-            Some("1tGx9a-0001Xy-2B")
-        );
-        assert_eq!(
-            queue_id(&reply(
-                250,
-                "2.0.0 OK  1700000000 x1-20020a170906.1 - gsmtp"
-            ))
-            .as_deref(),
-            Some("1700000000")
-        );
-        assert_eq!(queue_id(&reply(250, "Ok")), None);
+        let cases: &[(&str, Option<&str>)] = &[
+            // Postfix.
+            ("2.0.0 Ok: queued as 4Xk2Lz0bJHz", Some("4Xk2Lz0bJHz")),
+            // Exim.
+            ("OK id=1tGx9a-0001Xy-2B", Some("1tGx9a-0001Xy-2B")),
+            // Gmail: `OK <unix time> <id> - gsmtp`; the id follows the time stamp.
+            (
+                "2.0.0 OK  1700000000 x1-20020a170906.1 - gsmtp",
+                Some("x1-20020a170906.1"),
+            ),
+            // SendGrid.
+            ("Ok: queued as YmZ-3dNvQ0KX1pWuLoTq2w", Some("YmZ-3dNvQ0KX1pWuLoTq2w")),
+            // Microsoft 365 / Exchange: a Message-ID and host names, no queue id.
+            (
+                "2.0.0 OK <0100018b5f7a@example.com> [Hostname=BY5PR11MB1234.namprd11.prod.outlook.com] Queued mail for delivery",
+                None,
+            ),
+            (
+                "2.6.0 <abc@example.com> [InternalId=1234, Hostname=EX01] Queued mail for delivery",
+                None,
+            ),
+            // Amazon SES.
+            (
+                "Ok 0100018b5f7a1234-abcdef12-3456-7890-abcd-ef1234567890-000000",
+                Some("0100018b5f7a1234-abcdef12-3456-7890-abcd-ef1234567890-000000"),
+            ),
+            ("Ok", None),
+            ("2.0.0 Ok", None),
+            // A time stamp alone is not an id.
+            ("OK 1700000000 - gsmtp", None),
+            ("Ok 123456789012", Some("123456789012")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(queue_id(&reply(250, text)).as_deref(), *want, "{text}");
+        }
     }
 }
