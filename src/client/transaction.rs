@@ -98,6 +98,64 @@ fn queue_id(reply: &Reply) -> Option<String> {
     }
 }
 
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+const MAX_LINE_OCTETS: usize = 998;
+
+/// The lines of `message` as the wire will carry them: CRLF, bare CR and bare LF all end a
+/// line (see [`DotStuffer`]). Yields each line without its ending.
+fn lines(message: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = (!message.is_empty()).then_some(message);
+    std::iter::from_fn(move || {
+        let chunk = rest?;
+        match memchr::memchr2(b'\r', b'\n', chunk) {
+            Some(end) => {
+                let skip = if chunk[end] == b'\r' && chunk.get(end + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                let next = &chunk[end + skip..];
+                rest = (!next.is_empty()).then_some(next);
+                Some(&chunk[..end])
+            }
+            None => {
+                rest = None;
+                Some(chunk)
+            }
+        }
+    })
+}
+
+/// The first line longer than SMTP allows, refused before anything is sent. The limit does not
+/// count a leading dot doubled for transparency.
+fn check_line_lengths(message: &[u8]) -> Result<()> {
+    match lines(message)
+        .enumerate()
+        .find(|(_, line)| line.len() > MAX_LINE_OCTETS)
+    {
+        Some((index, line)) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            Stage::MailFrom,
+            format!(
+                "line {} of the message is {} octets long; SMTP allows at most {MAX_LINE_OCTETS} \
+                 octets per line (RFC 5321 §4.5.3.1.6): wrap it, or encode the part as \
+                 quoted-printable or base64",
+                index + 1,
+                line.len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// True when the header section (up to the first empty line) has non-ASCII bytes: raw UTF-8
+/// headers (RFC 6532).
+fn headers_have_8bit(message: &[u8]) -> bool {
+    lines(message)
+        .take_while(|line| !line.is_empty())
+        .any(|line| line.iter().any(|&b| b >= 0x80))
+}
+
 /// Replies of a pipelined or lock-step command group, in order.
 struct Replies {
     mail: Reply,
@@ -135,7 +193,9 @@ impl Connection {
     /// the server refuses are reported one by one in the [`TransactionReport`]; the message
     /// goes to the others. When every recipient is refused the transaction is reset and the
     /// error lists each refusal. SIZE, BODY=8BITMIME and SMTPUTF8 are added only when needed
-    /// and offered; a message over the SIZE limit fails before anything is sent.
+    /// and offered (SMTPUTF8 also for raw UTF-8 headers, RFC 6532); a message over the SIZE
+    /// limit, or with a line over 998 octets (RFC 5321 §4.5.3.1.6), fails before anything is
+    /// sent.
     ///
     /// `message` is the RFC 5322 message (headers and body); line ends are normalised to CRLF.
     ///
@@ -230,6 +290,7 @@ impl Connection {
     }
 
     fn prepare(&self, envelope: &Envelope, message: &[u8]) -> Result<Prepared> {
+        check_line_lengths(message)?;
         let params = self.mail_parameters(envelope, message)?;
         let (wire_body, message_size) = DotStuffer::encode_sized(message);
         if let Some(limit) = self.capabilities.size_limit() {
@@ -287,6 +348,10 @@ impl Connection {
 
     /// BODY and SMTPUTF8 parameters, only when the message needs them; an error when it needs
     /// an extension the server lacks (RFC 6152 §3, RFC 6531 §3.4).
+    ///
+    /// Any 8-bit byte needs 8BITMIME. A non-ASCII address needs SMTPUTF8. Raw UTF-8 in the
+    /// headers (RFC 6532) asks for SMTPUTF8 too when the server offers it; a server that does
+    /// not still gets the message under BODY=8BITMIME, as many accept it.
     fn mail_parameters(&self, envelope: &Envelope, message: &[u8]) -> Result<Vec<Parameter>> {
         let mut params = Vec::new();
         let eight_bit = message.iter().any(|&b| b >= 0x80);
@@ -308,6 +373,8 @@ impl Connection {
                     "an address has non-ASCII characters but the server does not offer SMTPUTF8",
                 ));
             }
+            params.push(Parameter::smtputf8());
+        } else if eight_bit && self.capabilities.smtputf8() && headers_have_8bit(message) {
             params.push(Parameter::smtputf8());
         }
         Ok(params)
@@ -508,6 +575,16 @@ mod tests {
 
     fn reply(code: u16, text: &str) -> Reply {
         Reply::new(ReplyCode::new(code).expect("valid"), vec![text.to_owned()])
+    }
+
+    #[test]
+    fn lines_end_at_crlf_cr_or_lf() {
+        let split: Vec<&[u8]> = lines(b"a\r\nbb\nccc\rd\r\n\r\ne").collect();
+        assert_eq!(split, [&b"a"[..], b"bb", b"ccc", b"d", b"", b"e"]);
+        assert_eq!(lines(b"").count(), 0);
+        assert_eq!(lines(b"x\r\n").count(), 1);
+        assert!(headers_have_8bit("Subject: é\r\n\r\nbody".as_bytes()));
+        assert!(!headers_have_8bit("Subject: e\n\nbödy".as_bytes()));
     }
 
     #[test]
