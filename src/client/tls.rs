@@ -89,20 +89,28 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
-fn tls_error(message: String) -> Error {
-    Error::new(ErrorKind::Tls, Stage::StartTls, message)
+/// A TLS error at `stage`.
+fn tls_error(stage: Stage, message: String) -> Error {
+    Error::new(ErrorKind::Tls, stage, message)
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+/// How the handshake's errors name it: implicit TLS is part of connecting, the other follows
+/// the server's `220` to STARTTLS.
+fn handshake_label(stage: Stage) -> &'static str {
+    if stage == Stage::StartTls {
+        "TLS handshake after STARTTLS"
+    } else {
+        "TLS handshake (implicit TLS)"
+    }
+}
+
+fn read_ca_file(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_error(format!("cannot read ca_file {}: {e}", path.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_error(format!("ca_file {} is not valid PEM: {e}", path.display())))?;
+        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(tls_error(format!(
-            "ca_file {} holds no certificate",
-            path.display()
-        )));
+        return Err(format!("ca_file {} holds no certificate", path.display()));
     }
     Ok(certs)
 }
@@ -110,10 +118,17 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 impl TlsConnector {
     /// Builds the configuration: system roots plus `ca_file`, or no checks with `skip_verify`
     /// (which logs a warning every time).
+    ///
+    /// Errors carry [`Stage::Connect`]: trust is set up before any connection, whichever the
+    /// security mode.
     pub fn new(settings: &TlsSettings) -> Result<TlsConnector> {
+        TlsConnector::build(settings).map_err(|m| tls_error(Stage::Connect, m))
+    }
+
+    fn build(settings: &TlsSettings) -> std::result::Result<TlsConnector, String> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(format!("TLS setup failed: {e}")))?;
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
         let config = if settings.skip_verify {
             tracing::warn!(
                 "tls_skip_verify is set: TLS certificates and host names are NOT checked; \
@@ -132,18 +147,15 @@ impl TlsConnector {
             if let Some(path) = &settings.ca_file {
                 for cert in read_ca_file(path)? {
                     roots.add(cert).map_err(|e| {
-                        tls_error(format!(
-                            "ca_file {}: unusable certificate: {e}",
-                            path.display()
-                        ))
+                        format!("ca_file {}: unusable certificate: {e}", path.display())
                     })?;
                 }
             }
             if roots.is_empty() {
-                return Err(tls_error(
+                return Err(
                     "no trusted CA certificates: install the system CA certificates (ca-certificates) or set ca_file"
                         .into(),
-                ));
+                );
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
@@ -155,11 +167,16 @@ impl TlsConnector {
 
     /// The connector with default settings (system roots), built once per process.
     pub fn system() -> Result<TlsConnector> {
+        TlsConnector::system_at(Stage::Connect)
+    }
+
+    /// [`TlsConnector::system`], its error labelled with the `stage` that needed it.
+    pub(crate) fn system_at(stage: Stage) -> Result<TlsConnector> {
         static SYSTEM: OnceLock<std::result::Result<TlsConnector, String>> = OnceLock::new();
         SYSTEM
-            .get_or_init(|| TlsConnector::new(&TlsSettings::default()).map_err(|e| e.to_string()))
+            .get_or_init(|| TlsConnector::build(&TlsSettings::default()))
             .clone()
-            .map_err(tls_error)
+            .map_err(|m| tls_error(stage, m))
     }
 
     /// True when certificate checks are off.
@@ -167,7 +184,9 @@ impl TlsConnector {
         self.skip_verify
     }
 
-    /// Runs the handshake over `stream` for `host` (used for SNI and the name check).
+    /// Runs the handshake over `stream` for `host` (used for SNI and the name check). `stage`
+    /// is [`Stage::Connect`] for implicit TLS and [`Stage::StartTls`] after STARTTLS; errors
+    /// carry it and say which it was.
     pub(crate) async fn handshake(
         &self,
         stream: Box<dyn Transport>,
@@ -189,10 +208,9 @@ impl TlsConnector {
                 let detail = e
                     .get_ref()
                     .map_or_else(|| e.to_string(), |inner| inner.to_string());
-                return Err(Error::new(
-                    ErrorKind::Tls,
+                return Err(tls_error(
                     stage,
-                    format!("TLS handshake with {host} failed: {detail}"),
+                    format!("{} with {host} failed: {detail}", handshake_label(stage)),
                 )
                 .with_source(e));
             }
@@ -200,7 +218,10 @@ impl TlsConnector {
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     stage,
-                    format!("TLS handshake not done within {limit:?}"),
+                    format!(
+                        "{} with {host} not done within {limit:?}",
+                        handshake_label(stage)
+                    ),
                 ))
             }
         };
