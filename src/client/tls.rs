@@ -77,16 +77,39 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The system's trusted roots, read once per process.
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+/// The system's trusted roots, read and parsed once per process. Certificates that could not
+/// be read or parsed are reported once, as a warning: a verification failure later may be
+/// their doing.
+fn native_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();
-        for err in &loaded.errors {
-            tracing::debug!("skipping a system CA certificate: {err}");
+        let mut roots = RootCertStore::empty();
+        let (_, unparsable) = roots.add_parsable_certificates(loaded.certs);
+        if let Some(warning) = native_roots_warning(roots.len(), unparsable, &loaded.errors) {
+            tracing::warn!("{warning}");
         }
-        loaded.certs
+        roots
     })
+}
+
+/// What went wrong while loading the system's roots, or `None` when nothing did.
+fn native_roots_warning(
+    loaded: usize,
+    unparsable: usize,
+    errors: &[impl std::fmt::Display],
+) -> Option<String> {
+    if unparsable == 0 && errors.is_empty() {
+        return None;
+    }
+    let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    if unparsable > 0 {
+        problems.push(format!("{unparsable} certificate(s) could not be parsed"));
+    }
+    Some(format!(
+        "system CA certificates: {loaded} root(s) loaded; problems: {}",
+        problems.join("; ")
+    ))
 }
 
 /// A TLS error at `stage`.
@@ -139,11 +162,7 @@ impl TlsConnector {
                 .with_custom_certificate_verifier(Arc::new(SkipCertificateChecks(provider())))
                 .with_no_client_auth()
         } else {
-            let mut roots = RootCertStore::empty();
-            let (_, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
-            if ignored > 0 {
-                tracing::debug!("{ignored} system CA certificates could not be parsed");
-            }
+            let mut roots = native_roots().clone();
             if let Some(path) = &settings.ca_file {
                 for cert in read_ca_file(path)? {
                     roots.add(cert).map_err(|e| {
@@ -355,5 +374,37 @@ impl ServerCertVerifier for SkipCertificateChecks {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_root_problems_name_the_count_and_every_error() {
+        let none: [&str; 0] = [];
+        assert_eq!(native_roots_warning(140, 0, &none), None);
+        let warning = native_roots_warning(
+            12,
+            2,
+            &[
+                "could not load certs from dir /etc/ssl/certs: permission denied",
+                "SSL_CERT_FILE /nope.pem: not found",
+            ],
+        )
+        .expect("problems are reported");
+        assert!(warning.contains("12 root(s) loaded"), "{warning}");
+        assert!(
+            warning.contains("/etc/ssl/certs: permission denied"),
+            "{warning}"
+        );
+        assert!(warning.contains("SSL_CERT_FILE /nope.pem"), "{warning}");
+        assert!(
+            warning.contains("2 certificate(s) could not be parsed"),
+            "{warning}"
+        );
+        let warning = native_roots_warning(0, 0, &["no certificates found"]).expect("reported");
+        assert!(warning.contains("0 root(s) loaded"), "{warning}");
     }
 }
