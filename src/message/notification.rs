@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_builder::headers::address::Address as MimeAddress;
+use mail_builder::headers::raw::Raw;
 use mail_builder::MessageBuilder;
 
 use super::mailbox::Mailbox;
@@ -64,7 +65,8 @@ fn guess_content_type(filename: &str) -> &'static str {
 
 /// What to send: recipients, subject, text and/or HTML, attachments.
 ///
-/// Bcc recipients go into the envelope only, never into a header.
+/// Bcc recipients go into the envelope only, never into a header; a message with Bcc
+/// recipients only says `To: undisclosed-recipients:;`.
 ///
 /// ```
 /// use smtpkit::message::Notification;
@@ -192,6 +194,11 @@ impl Notification {
             .message_id(message_id.as_str());
         if !self.to.is_empty() {
             builder = builder.to(mime_list(&self.to));
+        } else if self.cc.is_empty() {
+            // Bcc only: RFC 5322 allows a message without To, but an empty group says the
+            // recipients were withheld on purpose (as Postfix adds), and filters that score a
+            // missing To leave it alone. RFC 5322 §3.6.3, appendix A.1.3.
+            builder = builder.header("To", Raw::new("undisclosed-recipients:;"));
         }
         if !self.cc.is_empty() {
             builder = builder.cc(mime_list(&self.cc));
@@ -274,6 +281,22 @@ mod tests {
         assert_eq!(rcpts, ["a@x.test", "c@x.test", "secret@x.test"]);
         assert!(!text.to_ascii_lowercase().contains("bcc"), "{text}");
         assert!(!text.contains("secret@x.test"));
+    }
+
+    #[test]
+    fn bcc_only_says_undisclosed_recipients() {
+        let (b, text) = built(&Notification::new("s").bcc(mb("secret@x.test")).text("hi"));
+        let rcpts: Vec<&str> = b.envelope.to().iter().map(Address::as_str).collect();
+        assert_eq!(rcpts, ["secret@x.test"]);
+        assert!(
+            text.contains("\r\nTo: undisclosed-recipients:;\r\n"),
+            "{text}"
+        );
+        assert!(!text.to_ascii_lowercase().contains("bcc"), "{text}");
+        assert!(!text.contains("secret@x.test"), "{text}");
+        // With a visible Cc there is no To at all (RFC 5322 does not require one).
+        let (_, text) = built(&Notification::new("s").cc(mb("c@x.test")).text("hi"));
+        assert!(!text.contains("\r\nTo:"), "{text}");
     }
 
     #[test]
