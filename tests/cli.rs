@@ -486,3 +486,59 @@ async fn tls_skip_verify_is_announced_with_a_warning() {
     );
     server.finish().await.assert_ok();
 }
+
+#[tokio::test]
+async fn send_bcc_only_keeps_every_recipient_hidden() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend(vec![
+        e("MAIL"),
+        e("RCPT TO:<hidden@example.com>"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 2.0.0 Ok: queued as Q7"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--bcc",
+        "hidden@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = server.finish().await;
+    log.assert_ok();
+    let message = String::from_utf8_lossy(&log.messages[0]).into_owned();
+    let headers = message.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        !headers.to_ascii_lowercase().contains("bcc") && !message.contains("hidden@example.com"),
+        "no Bcc anywhere in the message: {message}"
+    );
+    assert!(
+        headers.contains("\r\nTo: undisclosed-recipients:;\r\n"),
+        "an empty group stands for the hidden recipients: {headers}"
+    );
+}
+
+#[tokio::test]
+async fn send_without_any_recipient_is_a_usage_error_naming_the_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, 25, NO_AUTH);
+    let out = smtpkit(&["send", "--config", &cfg, "--subject", "s", "--text", "t"]).await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let shown = text(&out);
+    for flag in ["--to", "--cc", "--bcc"] {
+        assert!(shown.contains(flag), "{flag} named: {shown}");
+    }
+}

@@ -886,6 +886,129 @@ async fn eight_bit_and_utf8_need_their_extensions() {
 }
 
 #[tokio::test]
+async fn raw_utf8_headers_ask_for_smtputf8_when_offered() {
+    // RFC 6532 headers need SMTPUTF8 even with an ASCII envelope; 8-bit only in the body
+    // needs BODY=8BITMIME alone.
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["8BITMIME", "SMTPUTF8"]),
+        vec![
+            e("MAIL FROM:<sender@example.com> BODY=8BITMIME SMTPUTF8"),
+            r("250 ok"),
+            e("RCPT TO:<x@example.org>"),
+            r("250 ok"),
+        ],
+        vec![e("DATA"), r("354 go"), Step::ExpectData, r("250 ok")],
+        vec![
+            e("MAIL FROM:<sender@example.com> BODY=8BITMIME"),
+            r("250 ok"),
+            e("RCPT TO:<x@example.org>"),
+            r("250 ok"),
+        ],
+        vec![e("DATA"), r("354 go"), Step::ExpectData, r("250 ok")],
+        quit_ok(),
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    conn.send_mail(
+        &envelope(&["x@example.org"]),
+        "From: Jörg <sender@example.com>\r\nSubject: Grüße\r\n\r\nhello\r\n".as_bytes(),
+    )
+    .await
+    .expect("UTF-8 headers sent");
+    conn.send_mail(
+        &envelope(&["x@example.org"]),
+        "Subject: plain\r\n\r\nGrüße\r\n".as_bytes(),
+    )
+    .await
+    .expect("8-bit body sent");
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    let sent = log.received_str(0);
+    assert!(
+        sent.contains("\r\nMAIL FROM:<sender@example.com> BODY=8BITMIME\r\n"),
+        "an 8-bit body alone does not ask for SMTPUTF8: {sent}"
+    );
+
+    // A server without SMTPUTF8 gets the message as 8BITMIME, as before.
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["8BITMIME"]),
+        vec![
+            e("MAIL FROM:<sender@example.com> BODY=8BITMIME"),
+            r("250 ok"),
+            e("RCPT"),
+            r("250 ok"),
+        ],
+        vec![e("DATA"), r("354 go"), Step::ExpectData, r("250 ok")],
+        quit_ok(),
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    conn.send_mail(
+        &envelope(&["x@example.org"]),
+        "Subject: Grüße\r\n\r\nhello\r\n".as_bytes(),
+    )
+    .await
+    .expect("sent without SMTPUTF8");
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    assert!(!log.received_str(0).contains("SMTPUTF8"));
+}
+
+#[tokio::test]
+async fn a_line_over_998_octets_is_refused_before_anything_is_sent() {
+    let server = MockServer::start(steps(vec![
+        ehlo_ok(&["PIPELINING", "8BITMIME"]),
+        vec![
+            e("MAIL FROM:<sender@example.com>"),
+            e("RCPT TO:<x@example.org>"),
+            e("DATA"),
+            r("250 ok"),
+            r("250 ok"),
+            r("354 go"),
+            Step::ExpectData,
+            r("250 ok"),
+        ],
+        quit_ok(),
+    ]))
+    .await;
+    let mut conn = connect(&server).await;
+    // Line 3 (bare LF line ends count too) is 999 octets.
+    let long = format!("Subject: long\n\n{}\r\nshort\r\n", "a".repeat(999));
+    let err = conn
+        .send_mail(&envelope(&["x@example.org"]), long.as_bytes())
+        .await
+        .expect_err("line too long");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("line 3") && shown.contains("999 octets") && shown.contains("998"),
+        "{shown}"
+    );
+    assert!(conn.is_usable(), "nothing was written");
+    // 998 octets is the limit; a leading dot doubled for transparency does not count.
+    let at_limit = format!("Subject: ok\r\n\r\n.{}\r\n", "b".repeat(997));
+    conn.send_mail(&envelope(&["x@example.org"]), at_limit.as_bytes())
+        .await
+        .expect("998 octets fit");
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    let sent = log.received_str(0);
+    assert_eq!(
+        sent.matches("MAIL FROM").count(),
+        1,
+        "nothing sent for the long one"
+    );
+    assert!(!sent.contains(&"a".repeat(999)));
+    assert_eq!(log.messages.len(), 1);
+    assert!(
+        String::from_utf8_lossy(&log.messages[0]).contains(&format!("..{}\r\n", "b".repeat(997)))
+    );
+}
+
+#[tokio::test]
 async fn commands_with_control_characters_are_never_written() {
     let server = MockServer::start(steps(vec![ehlo_ok(&[]), quit_ok()])).await;
     let mut conn = connect(&server).await;

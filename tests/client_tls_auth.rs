@@ -335,6 +335,42 @@ async fn certificate_problems_are_rejected_and_skip_verify_accepts_them() {
 }
 
 #[tokio::test]
+async fn handshake_failures_say_whether_tls_was_implicit_or_starttls() {
+    let pki = TestPki::new();
+    // Implicit TLS: the handshake is part of connecting.
+    let server =
+        MockServer::start_tls(vec![Step::TlsHandshake], pki.server_config(Leaf::WrongName)).await;
+    let (opts, _) = options(&pki, Security::Tls, false);
+    let err = Connection::connect("127.0.0.1", server.port(), opts)
+        .await
+        .expect_err("certificate for another name");
+    assert_eq!((err.kind(), err.stage()), (ErrorKind::Tls, Stage::Connect));
+    let shown = err.to_string();
+    assert!(shown.contains("TLS handshake (implicit TLS)"), "{shown}");
+    assert!(!shown.contains("STARTTLS"), "{shown}");
+    drop(server);
+
+    // STARTTLS: the same certificate, after the server's 220.
+    let server = MockServer::start_tls(
+        steps(vec![
+            plain_ehlo(&["STARTTLS"]),
+            vec![e("STARTTLS"), r("220 2.0.0 go ahead"), Step::TlsHandshake],
+        ]),
+        pki.server_config(Leaf::WrongName),
+    )
+    .await;
+    let (opts, _) = options(&pki, Security::StartTls, false);
+    let err = Connection::connect("127.0.0.1", server.port(), opts)
+        .await
+        .expect_err("certificate for another name");
+    assert_eq!((err.kind(), err.stage()), (ErrorKind::Tls, Stage::StartTls));
+    let shown = err.to_string();
+    assert!(shown.contains("TLS handshake after STARTTLS"), "{shown}");
+    assert!(!shown.contains("implicit"), "{shown}");
+    drop(server);
+}
+
+#[tokio::test]
 async fn plain_client_on_an_implicit_tls_port_times_out_at_greeting_with_a_hint() {
     let pki = TestPki::new();
     let server =
@@ -727,5 +763,7 @@ async fn a_missing_ca_file_is_a_clear_error() {
     })
     .expect_err("missing file");
     assert_eq!(err.kind(), ErrorKind::Tls);
+    // Trust is set up before any connection, whichever the security mode: not a STARTTLS error.
+    assert_eq!(err.stage(), Stage::Connect, "{err}");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }

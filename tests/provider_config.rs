@@ -426,3 +426,48 @@ fn an_unknown_fallback_provider_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn client_option_errors_name_the_key_that_caused_them() {
+    const PASSWORD: &str = "hunter2-Secret";
+    let env = |name: &str| match name {
+        // A password read from a file with its trailing newline.
+        "SMTP_PASSWORD" => Some(format!("{PASSWORD}\n")),
+        _ => None,
+    };
+    let mailer_error = |config_lines: &str| {
+        let config =
+            Config::from_yaml_str_with_env(&provider_yaml(config_lines), &env).expect("loads");
+        Mailer::new(&config, None).expect_err("unusable settings")
+    };
+
+    for skip in ["false", "true"] {
+        let e = mailer_error(&format!(
+            "host: smtp.example.com\nport: 587\nuser: u\npass: ${{SMTP_PASSWORD}}\nfrom: a@b.test\ntls_skip_verify: {skip}"
+        ));
+        assert_eq!(e.path(), "providers.email.config.pass", "{e}");
+        assert!(e.message().contains("control character"), "{e}");
+        assert!(!e.to_string().contains(PASSWORD), "password shown: {e}");
+        assert!(
+            !format!("{e:?}").contains(PASSWORD),
+            "password in Debug: {e:?}"
+        );
+    }
+
+    let e = mailer_error(
+        "host: smtp.example.com\nport: 587\nuser: \"bo\\tb\"\npass: p\nfrom: a@b.test\ntls_skip_verify: true",
+    );
+    assert_eq!(e.path(), "providers.email.config.user", "{e}");
+    assert!(e.message().contains("control character"), "{e}");
+
+    // A CA file that exists but holds no certificate is the CA file's fault.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("empty-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").expect("write");
+    let e = mailer_error(&format!(
+        "host: smtp.example.com\nport: 587\nuser: u\npass: p\nfrom: a@b.test\nca_file: {}",
+        ca.display()
+    ));
+    assert_eq!(e.path(), "providers.email.config.ca_file", "{e}");
+    assert!(e.message().contains("holds no certificate"), "{e}");
+}

@@ -11,6 +11,12 @@ use super::output;
 
 /// Send one message.
 #[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("recipients")
+        .args(["to", "cc", "bcc"])
+        .required(true)
+        .multiple(true)
+))]
 #[command(after_help = "Examples:
   smtpkit send --config smtpkit.yaml --to approver@example.com \\
       --subject \"Access Request Approval Required\" \\
@@ -27,13 +33,14 @@ pub struct SendArgs {
     /// Sender (default: the provider's `from`).
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
-    /// Recipient(s).
-    #[arg(long, value_name = "ADDR", num_args = 1.., required = true)]
+    /// Recipient(s). At least one of --to, --cc and --bcc is required.
+    #[arg(long, value_name = "ADDR", num_args = 1..)]
     pub to: Vec<String>,
     /// Copy recipient(s).
     #[arg(long, value_name = "ADDR", num_args = 1..)]
     pub cc: Vec<String>,
-    /// Hidden recipient(s): in the envelope, never in the headers.
+    /// Hidden recipient(s): in the envelope, never in the headers. With no --to or --cc the
+    /// message says `To: undisclosed-recipients:;`.
     #[arg(long, value_name = "ADDR", num_args = 1..)]
     pub bcc: Vec<String>,
     /// Subject line.

@@ -82,7 +82,7 @@ impl Greeted {
     ///
     /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
     pub async fn open_tls(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
-        let connector = options.tls_connector()?;
+        let connector = options.tls_connector(Stage::Connect)?;
         let limit = options.timeouts().connect;
         let stream = connect_tcp(host, port, limit).await?;
         let local = stream.local_addr().ok();
@@ -291,7 +291,7 @@ impl Connection {
                 "the session is already encrypted",
             ));
         }
-        let connector = self.session.options.tls_connector()?;
+        let connector = self.session.options.tls_connector(stage)?;
         if !self.capabilities.starttls() {
             self.abandon().await;
             return Err(Error::new(

@@ -55,10 +55,11 @@ impl ClientOptions {
         &self.timeouts
     }
 
-    pub(crate) fn tls_connector(&self) -> crate::Result<TlsConnector> {
+    /// The configured connector, or the system one; an error is labelled with `stage`.
+    pub(crate) fn tls_connector(&self, stage: crate::Stage) -> crate::Result<TlsConnector> {
         match &self.tls {
             Some(connector) => Ok(connector.clone()),
-            None => TlsConnector::system(),
+            None => TlsConnector::system_at(stage),
         }
     }
 }

@@ -77,32 +77,63 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The system's trusted roots, read once per process.
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+/// The system's trusted roots, read and parsed once per process. Certificates that could not
+/// be read or parsed are reported once, as a warning: a verification failure later may be
+/// their doing.
+fn native_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();
-        for err in &loaded.errors {
-            tracing::debug!("skipping a system CA certificate: {err}");
+        let mut roots = RootCertStore::empty();
+        let (_, unparsable) = roots.add_parsable_certificates(loaded.certs);
+        if let Some(warning) = native_roots_warning(roots.len(), unparsable, &loaded.errors) {
+            tracing::warn!("{warning}");
         }
-        loaded.certs
+        roots
     })
 }
 
-fn tls_error(message: String) -> Error {
-    Error::new(ErrorKind::Tls, Stage::StartTls, message)
+/// What went wrong while loading the system's roots, or `None` when nothing did.
+fn native_roots_warning(
+    loaded: usize,
+    unparsable: usize,
+    errors: &[impl std::fmt::Display],
+) -> Option<String> {
+    if unparsable == 0 && errors.is_empty() {
+        return None;
+    }
+    let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    if unparsable > 0 {
+        problems.push(format!("{unparsable} certificate(s) could not be parsed"));
+    }
+    Some(format!(
+        "system CA certificates: {loaded} root(s) loaded; problems: {}",
+        problems.join("; ")
+    ))
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+/// A TLS error at `stage`.
+fn tls_error(stage: Stage, message: String) -> Error {
+    Error::new(ErrorKind::Tls, stage, message)
+}
+
+/// How the handshake's errors name it: implicit TLS is part of connecting, the other follows
+/// the server's `220` to STARTTLS.
+fn handshake_label(stage: Stage) -> &'static str {
+    if stage == Stage::StartTls {
+        "TLS handshake after STARTTLS"
+    } else {
+        "TLS handshake (implicit TLS)"
+    }
+}
+
+fn read_ca_file(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_error(format!("cannot read ca_file {}: {e}", path.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_error(format!("ca_file {} is not valid PEM: {e}", path.display())))?;
+        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(tls_error(format!(
-            "ca_file {} holds no certificate",
-            path.display()
-        )));
+        return Err(format!("ca_file {} holds no certificate", path.display()));
     }
     Ok(certs)
 }
@@ -110,10 +141,17 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 impl TlsConnector {
     /// Builds the configuration: system roots plus `ca_file`, or no checks with `skip_verify`
     /// (which logs a warning every time).
+    ///
+    /// Errors carry [`Stage::Connect`]: trust is set up before any connection, whichever the
+    /// security mode.
     pub fn new(settings: &TlsSettings) -> Result<TlsConnector> {
+        TlsConnector::build(settings).map_err(|m| tls_error(Stage::Connect, m))
+    }
+
+    fn build(settings: &TlsSettings) -> std::result::Result<TlsConnector, String> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(format!("TLS setup failed: {e}")))?;
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
         let config = if settings.skip_verify {
             tracing::warn!(
                 "tls_skip_verify is set: TLS certificates and host names are NOT checked; \
@@ -124,26 +162,19 @@ impl TlsConnector {
                 .with_custom_certificate_verifier(Arc::new(SkipCertificateChecks(provider())))
                 .with_no_client_auth()
         } else {
-            let mut roots = RootCertStore::empty();
-            let (_, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
-            if ignored > 0 {
-                tracing::debug!("{ignored} system CA certificates could not be parsed");
-            }
+            let mut roots = native_roots().clone();
             if let Some(path) = &settings.ca_file {
                 for cert in read_ca_file(path)? {
                     roots.add(cert).map_err(|e| {
-                        tls_error(format!(
-                            "ca_file {}: unusable certificate: {e}",
-                            path.display()
-                        ))
+                        format!("ca_file {}: unusable certificate: {e}", path.display())
                     })?;
                 }
             }
             if roots.is_empty() {
-                return Err(tls_error(
+                return Err(
                     "no trusted CA certificates: install the system CA certificates (ca-certificates) or set ca_file"
                         .into(),
-                ));
+                );
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
@@ -155,11 +186,16 @@ impl TlsConnector {
 
     /// The connector with default settings (system roots), built once per process.
     pub fn system() -> Result<TlsConnector> {
+        TlsConnector::system_at(Stage::Connect)
+    }
+
+    /// [`TlsConnector::system`], its error labelled with the `stage` that needed it.
+    pub(crate) fn system_at(stage: Stage) -> Result<TlsConnector> {
         static SYSTEM: OnceLock<std::result::Result<TlsConnector, String>> = OnceLock::new();
         SYSTEM
-            .get_or_init(|| TlsConnector::new(&TlsSettings::default()).map_err(|e| e.to_string()))
+            .get_or_init(|| TlsConnector::build(&TlsSettings::default()))
             .clone()
-            .map_err(tls_error)
+            .map_err(|m| tls_error(stage, m))
     }
 
     /// True when certificate checks are off.
@@ -167,7 +203,9 @@ impl TlsConnector {
         self.skip_verify
     }
 
-    /// Runs the handshake over `stream` for `host` (used for SNI and the name check).
+    /// Runs the handshake over `stream` for `host` (used for SNI and the name check). `stage`
+    /// is [`Stage::Connect`] for implicit TLS and [`Stage::StartTls`] after STARTTLS; errors
+    /// carry it and say which it was.
     pub(crate) async fn handshake(
         &self,
         stream: Box<dyn Transport>,
@@ -189,10 +227,9 @@ impl TlsConnector {
                 let detail = e
                     .get_ref()
                     .map_or_else(|| e.to_string(), |inner| inner.to_string());
-                return Err(Error::new(
-                    ErrorKind::Tls,
+                return Err(tls_error(
                     stage,
-                    format!("TLS handshake with {host} failed: {detail}"),
+                    format!("{} with {host} failed: {detail}", handshake_label(stage)),
                 )
                 .with_source(e));
             }
@@ -200,7 +237,10 @@ impl TlsConnector {
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     stage,
-                    format!("TLS handshake not done within {limit:?}"),
+                    format!(
+                        "{} with {host} not done within {limit:?}",
+                        handshake_label(stage)
+                    ),
                 ))
             }
         };
@@ -334,5 +374,37 @@ impl ServerCertVerifier for SkipCertificateChecks {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_root_problems_name_the_count_and_every_error() {
+        let none: [&str; 0] = [];
+        assert_eq!(native_roots_warning(140, 0, &none), None);
+        let warning = native_roots_warning(
+            12,
+            2,
+            &[
+                "could not load certs from dir /etc/ssl/certs: permission denied",
+                "SSL_CERT_FILE /nope.pem: not found",
+            ],
+        )
+        .expect("problems are reported");
+        assert!(warning.contains("12 root(s) loaded"), "{warning}");
+        assert!(
+            warning.contains("/etc/ssl/certs: permission denied"),
+            "{warning}"
+        );
+        assert!(warning.contains("SSL_CERT_FILE /nope.pem"), "{warning}");
+        assert!(
+            warning.contains("2 certificate(s) could not be parsed"),
+            "{warning}"
+        );
+        let warning = native_roots_warning(0, 0, &["no certificates found"]).expect("reported");
+        assert!(warning.contains("0 root(s) loaded"), "{warning}");
     }
 }

@@ -50,8 +50,9 @@ impl TransactionReport {
         &self.data_reply
     }
 
-    /// The queue id from the final reply when it has a common form: Postfix's `queued as ID`,
-    /// `id=ID`, or `OK ID` (Gmail, Exim, SendGrid style).
+    /// The queue id from the final reply when it has a common form: `queued as ID` (Postfix,
+    /// SendGrid), `id=ID` (Exim), `OK <unix time> ID - gsmtp` (Gmail) or `Ok ID` (Amazon
+    /// SES). `None` when the reply names none, as Microsoft's `Queued mail for delivery`.
     pub fn queue_id(&self) -> Option<String> {
         queue_id(&self.data_reply)
     }
@@ -61,23 +62,98 @@ fn queue_id(reply: &Reply) -> Option<String> {
     let message = reply.message();
     let words: Vec<&str> = message.split_whitespace().collect();
     let clean = |w: &str| {
-        w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.')
-            .to_owned()
+        Some(
+            w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.')
+                .to_owned(),
+        )
+        .filter(|w| !w.is_empty())
     };
     for (i, w) in words.iter().enumerate() {
+        // Postfix and SendGrid: `Ok: queued as ID`.
         if w.eq_ignore_ascii_case("as") && i > 0 && words[i - 1].eq_ignore_ascii_case("queued") {
-            return words.get(i + 1).map(|w| clean(w)).filter(|w| !w.is_empty());
+            return words.get(i + 1).and_then(|w| clean(w));
         }
+        // Exim: `OK id=ID`.
         if let Some(id) = w.strip_prefix("id=") {
-            return Some(clean(id)).filter(|w| !w.is_empty());
+            return clean(id);
         }
     }
+    // Microsoft: `OK <message-id> [Hostname=…] Queued mail for delivery` names no queue id.
+    if message
+        .to_ascii_lowercase()
+        .contains("queued mail for delivery")
+    {
+        return None;
+    }
+    let is_time = |w: &str| w.len() >= 9 && w.bytes().all(|b| b.is_ascii_digit());
     match words.as_slice() {
-        [ok, id, ..] if ok.eq_ignore_ascii_case("ok") && id.len() >= 6 => {
-            Some(clean(id)).filter(|w| !w.is_empty())
-        }
+        [ok, rest @ ..] if ok.eq_ignore_ascii_case("ok") => match rest {
+            // Gmail: `OK <unix time> <id> - gsmtp`.
+            [time, id, ..] if is_time(time) => Some(*id).filter(|id| *id != "-").and_then(clean),
+            // Amazon SES and others: `Ok <id>`.
+            [id, ..] if id.len() >= 6 && !id.starts_with(['<', '[']) => clean(id),
+            _ => None,
+        },
         _ => None,
     }
+}
+
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+const MAX_LINE_OCTETS: usize = 998;
+
+/// The lines of `message` as the wire will carry them: CRLF, bare CR and bare LF all end a
+/// line (see [`DotStuffer`]). Yields each line without its ending.
+fn lines(message: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = (!message.is_empty()).then_some(message);
+    std::iter::from_fn(move || {
+        let chunk = rest?;
+        match memchr::memchr2(b'\r', b'\n', chunk) {
+            Some(end) => {
+                let skip = if chunk[end] == b'\r' && chunk.get(end + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                let next = &chunk[end + skip..];
+                rest = (!next.is_empty()).then_some(next);
+                Some(&chunk[..end])
+            }
+            None => {
+                rest = None;
+                Some(chunk)
+            }
+        }
+    })
+}
+
+/// The first line longer than SMTP allows, refused before anything is sent. The limit does not
+/// count a leading dot doubled for transparency.
+fn check_line_lengths(message: &[u8]) -> Result<()> {
+    match lines(message)
+        .enumerate()
+        .find(|(_, line)| line.len() > MAX_LINE_OCTETS)
+    {
+        Some((index, line)) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            Stage::MailFrom,
+            format!(
+                "line {} of the message is {} octets long; SMTP allows at most {MAX_LINE_OCTETS} \
+                 octets per line (RFC 5321 §4.5.3.1.6): wrap it, or encode the part as \
+                 quoted-printable or base64",
+                index + 1,
+                line.len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// True when the header section (up to the first empty line) has non-ASCII bytes: raw UTF-8
+/// headers (RFC 6532).
+fn headers_have_8bit(message: &[u8]) -> bool {
+    lines(message)
+        .take_while(|line| !line.is_empty())
+        .any(|line| line.iter().any(|&b| b >= 0x80))
 }
 
 /// Replies of a pipelined or lock-step command group, in order.
@@ -117,7 +193,9 @@ impl Connection {
     /// the server refuses are reported one by one in the [`TransactionReport`]; the message
     /// goes to the others. When every recipient is refused the transaction is reset and the
     /// error lists each refusal. SIZE, BODY=8BITMIME and SMTPUTF8 are added only when needed
-    /// and offered; a message over the SIZE limit fails before anything is sent.
+    /// and offered (SMTPUTF8 also for raw UTF-8 headers, RFC 6532); a message over the SIZE
+    /// limit, or with a line over 998 octets (RFC 5321 §4.5.3.1.6), fails before anything is
+    /// sent.
     ///
     /// `message` is the RFC 5322 message (headers and body); line ends are normalised to CRLF.
     ///
@@ -212,6 +290,7 @@ impl Connection {
     }
 
     fn prepare(&self, envelope: &Envelope, message: &[u8]) -> Result<Prepared> {
+        check_line_lengths(message)?;
         let params = self.mail_parameters(envelope, message)?;
         let (wire_body, message_size) = DotStuffer::encode_sized(message);
         if let Some(limit) = self.capabilities.size_limit() {
@@ -269,6 +348,10 @@ impl Connection {
 
     /// BODY and SMTPUTF8 parameters, only when the message needs them; an error when it needs
     /// an extension the server lacks (RFC 6152 §3, RFC 6531 §3.4).
+    ///
+    /// Any 8-bit byte needs 8BITMIME. A non-ASCII address needs SMTPUTF8. Raw UTF-8 in the
+    /// headers (RFC 6532) asks for SMTPUTF8 too when the server offers it; a server that does
+    /// not still gets the message under BODY=8BITMIME, as many accept it.
     fn mail_parameters(&self, envelope: &Envelope, message: &[u8]) -> Result<Vec<Parameter>> {
         let mut params = Vec::new();
         let eight_bit = message.iter().any(|&b| b >= 0x80);
@@ -290,6 +373,8 @@ impl Connection {
                     "an address has non-ASCII characters but the server does not offer SMTPUTF8",
                 ));
             }
+            params.push(Parameter::smtputf8());
+        } else if eight_bit && self.capabilities.smtputf8() && headers_have_8bit(message) {
             params.push(Parameter::smtputf8());
         }
         Ok(params)
@@ -495,23 +580,51 @@ mod tests {
     }
 
     #[test]
+    fn lines_end_at_crlf_cr_or_lf() {
+        let split: Vec<&[u8]> = lines(b"a\r\nbb\nccc\rd\r\n\r\ne").collect();
+        assert_eq!(split, [&b"a"[..], b"bb", b"ccc", b"d", b"", b"e"]);
+        assert_eq!(lines(b"").count(), 0);
+        assert_eq!(lines(b"x\r\n").count(), 1);
+        assert!(headers_have_8bit("Subject: é\r\n\r\nbody".as_bytes()));
+        assert!(!headers_have_8bit("Subject: e\n\nbödy".as_bytes()));
+    }
+
+    #[test]
     fn queue_ids_of_common_servers() {
-        assert_eq!(
-            queue_id(&reply(250, "2.0.0 Ok: queued as 4Xk2Lz0bJHz")).as_deref(),
-            Some("4Xk2Lz0bJHz")
-        );
-        assert_eq!(
-            queue_id(&reply(250, "OK id=1tGx9a-0001Xy-2B")).as_deref(),
-            Some("1tGx9a-0001Xy-2B")
-        );
-        assert_eq!(
-            queue_id(&reply(
-                250,
-                "2.0.0 OK  1700000000 x1-20020a170906.1 - gsmtp"
-            ))
-            .as_deref(),
-            Some("1700000000")
-        );
-        assert_eq!(queue_id(&reply(250, "Ok")), None);
+        let cases: &[(&str, Option<&str>)] = &[
+            // Postfix.
+            ("2.0.0 Ok: queued as 4Xk2Lz0bJHz", Some("4Xk2Lz0bJHz")),
+            // Exim.
+            ("OK id=1tGx9a-0001Xy-2B", Some("1tGx9a-0001Xy-2B")),
+            // Gmail: `OK <unix time> <id> - gsmtp`; the id follows the time stamp.
+            (
+                "2.0.0 OK  1700000000 x1-20020a170906.1 - gsmtp",
+                Some("x1-20020a170906.1"),
+            ),
+            // SendGrid.
+            ("Ok: queued as YmZ-3dNvQ0KX1pWuLoTq2w", Some("YmZ-3dNvQ0KX1pWuLoTq2w")),
+            // Microsoft 365 / Exchange: a Message-ID and host names, no queue id.
+            (
+                "2.0.0 OK <0100018b5f7a@example.com> [Hostname=BY5PR11MB1234.namprd11.prod.outlook.com] Queued mail for delivery",
+                None,
+            ),
+            (
+                "2.6.0 <abc@example.com> [InternalId=1234, Hostname=EX01] Queued mail for delivery",
+                None,
+            ),
+            // Amazon SES.
+            (
+                "Ok 0100018b5f7a1234-abcdef12-3456-7890-abcd-ef1234567890-000000",
+                Some("0100018b5f7a1234-abcdef12-3456-7890-abcd-ef1234567890-000000"),
+            ),
+            ("Ok", None),
+            ("2.0.0 Ok", None),
+            // A time stamp alone is not an id.
+            ("OK 1700000000 - gsmtp", None),
+            ("Ok 123456789012", Some("123456789012")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(queue_id(&reply(250, text)).as_deref(), *want, "{text}");
+        }
     }
 }

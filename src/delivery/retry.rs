@@ -9,9 +9,10 @@ use crate::Error;
 pub struct RetryPolicy {
     /// Tries per provider, the first included. Default 3; 1 means no retry.
     pub attempts: u32,
-    /// Wait before the second try; doubles each time. Default 1 s.
+    /// Longest wait before the second try (the wait is between half of it and all of it, see
+    /// [`RetryPolicy::backoff`]); doubles each time. Default 1 s.
     pub initial_backoff: Duration,
-    /// Longest wait between tries. Default 60 s.
+    /// Cap on the backoff ceiling: no wait between tries is longer. Default 60 s.
     pub max_backoff: Duration,
     /// No new try starts once this much time has passed since the first. Default 10 min.
     pub max_elapsed: Duration,
@@ -51,9 +52,11 @@ impl RetryPolicy {
         err.is_transient()
     }
 
-    /// The wait before try number `next` (2 for the first retry): "full jitter", a random
-    /// duration up to `initial_backoff × 2^(next-2)`, capped at `max_backoff`, so that many
-    /// clients failing together do not retry together.
+    /// The wait before try number `next` (2 for the first retry), with "equal jitter": the
+    /// ceiling is `initial_backoff × 2^(next-2)`, capped at `max_backoff`, and the wait is a
+    /// random duration between half the ceiling and the ceiling. The fixed half keeps the
+    /// waits growing; the random half keeps many clients failing together from retrying
+    /// together.
     pub fn backoff(&self, next: u32) -> Duration {
         let exponent = next.saturating_sub(2).min(30);
         let ceiling = self

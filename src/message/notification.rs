@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_builder::headers::address::Address as MimeAddress;
+use mail_builder::headers::raw::Raw;
 use mail_builder::MessageBuilder;
 
 use super::mailbox::Mailbox;
@@ -17,7 +18,8 @@ use crate::proto::Address;
 pub struct Attachment {
     /// The name shown to the recipient.
     pub filename: String,
-    /// The MIME type, e.g. `application/pdf`.
+    /// The MIME type, e.g. `application/pdf` or `text/plain; charset=utf-8`; checked against
+    /// RFC 2045 when the message is built.
     pub content_type: String,
     /// The content.
     pub data: Vec<u8>,
@@ -62,9 +64,89 @@ fn guess_content_type(filename: &str) -> &'static str {
     }
 }
 
+/// RFC 2045 §5.1 `tspecials`, which end a token.
+const TSPECIALS: &[u8] = b"()<>@,;:\\\"/[]?=";
+
+/// A byte of an RFC 2045 `token`: US-ASCII, no space, no control character, no tspecial.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !TSPECIALS.contains(&b)
+}
+
+/// The length of the token at the start of `s`.
+fn token_len(s: &[u8]) -> usize {
+    s.iter().take_while(|&&b| is_token_byte(b)).count()
+}
+
+/// The length of the RFC 822 `quoted-string` at the start of `s` (which starts with `"`),
+/// refusing control characters, CR and LF included; `None` when it is not one.
+fn quoted_string_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    loop {
+        match *s.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let escaped = *s.get(i + 1)?;
+                if !(escaped == b' ' || escaped == b'\t' || escaped.is_ascii_graphic()) {
+                    return None;
+                }
+                i += 2;
+            }
+            b if b == b' ' || b == b'\t' || b.is_ascii_graphic() => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// Checks `type "/" subtype *(";" attribute "=" value)` (RFC 2045 §5.1), with a value a token
+/// or a quoted string and spaces allowed only around `;`. What is wrong, otherwise.
+fn check_content_type(value: &str) -> std::result::Result<(), &'static str> {
+    let s = value.as_bytes();
+    let skip_space = |mut i: usize| {
+        while matches!(s.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_space(0);
+    let kind = token_len(&s[i..]);
+    i += kind;
+    if kind == 0 || s.get(i) != Some(&b'/') {
+        return Err("expected type/subtype made of RFC 2045 tokens");
+    }
+    i += 1;
+    let subtype = token_len(&s[i..]);
+    if subtype == 0 {
+        return Err("expected type/subtype made of RFC 2045 tokens");
+    }
+    i = skip_space(i + subtype);
+    while i < s.len() {
+        if s[i] != b';' {
+            return Err("type, subtype and parameter names are RFC 2045 tokens (ASCII, no spaces, control characters or specials), separated by ;");
+        }
+        i = skip_space(i + 1);
+        let attribute = token_len(&s[i..]);
+        i += attribute;
+        if attribute == 0 || s.get(i) != Some(&b'=') {
+            return Err("a parameter must be attribute=value");
+        }
+        i += 1;
+        let value = match s.get(i) {
+            Some(b'"') => quoted_string_len(&s[i..])
+                .ok_or("a quoted parameter value must be closed and hold no control characters")?,
+            _ => token_len(&s[i..]),
+        };
+        if value == 0 {
+            return Err("a parameter value must be a token or a quoted string");
+        }
+        i = skip_space(i + value);
+    }
+    Ok(())
+}
+
 /// What to send: recipients, subject, text and/or HTML, attachments.
 ///
-/// Bcc recipients go into the envelope only, never into a header.
+/// Bcc recipients go into the envelope only, never into a header; a message with Bcc
+/// recipients only says `To: undisclosed-recipients:;`.
 ///
 /// ```
 /// use smtpkit::message::Notification;
@@ -182,6 +264,17 @@ impl Notification {
                 "the notification has no body: set text, html or both".into(),
             ));
         }
+        for a in &self.attachments {
+            // Written into the MIME header as it is: anything but a media type could add
+            // header lines.
+            check_content_type(&a.content_type).map_err(|reason| {
+                invalid(format!(
+                    "attachment {:?}: content type {:?} is not a MIME type/subtype with \
+                     optional ;attribute=value parameters (RFC 2045 §5.1): {reason}",
+                    a.filename, a.content_type
+                ))
+            })?;
+        }
         let from = self.from.as_ref().unwrap_or(default_from);
         let recipients: Vec<Address> = self
             .to
@@ -203,6 +296,11 @@ impl Notification {
             .message_id(message_id.as_str());
         if !self.to.is_empty() {
             builder = builder.to(mime_list(&self.to));
+        } else if self.cc.is_empty() {
+            // Bcc only: RFC 5322 allows a message without To, but an empty group says the
+            // recipients were withheld on purpose (as Postfix adds), and filters that score a
+            // missing To leave it alone. RFC 5322 §3.6.3, appendix A.1.3.
+            builder = builder.header("To", Raw::new("undisclosed-recipients:;"));
         }
         if !self.cc.is_empty() {
             builder = builder.cc(mime_list(&self.cc));
@@ -294,6 +392,22 @@ mod tests {
     }
 
     #[test]
+    fn bcc_only_says_undisclosed_recipients() {
+        let (b, text) = built(&Notification::new("s").bcc(mb("secret@x.test")).text("hi"));
+        let rcpts: Vec<&str> = b.envelope.to().iter().map(Address::as_str).collect();
+        assert_eq!(rcpts, ["secret@x.test"]);
+        assert!(
+            text.contains("\r\nTo: undisclosed-recipients:;\r\n"),
+            "{text}"
+        );
+        assert!(!text.to_ascii_lowercase().contains("bcc"), "{text}");
+        assert!(!text.contains("secret@x.test"), "{text}");
+        // With a visible Cc there is no To at all (RFC 5322 does not require one).
+        let (_, text) = built(&Notification::new("s").cc(mb("c@x.test")).text("hi"));
+        assert!(!text.contains("\r\nTo:"), "{text}");
+    }
+
+    #[test]
     fn headers_and_both_bodies() {
         let n = Notification::new("Access Request Approval Required")
             .to(mb("approver@example.com"))
@@ -349,6 +463,76 @@ mod tests {
         let (_, text) = built(&n);
         assert!(text.contains("multipart/mixed"));
         assert!(text.contains("report.csv"));
+    }
+
+    fn with_attachment(content_type: &str) -> Notification {
+        Notification::new("report")
+            .to(mb("a@x.test"))
+            .text("see attached")
+            .attach(Attachment {
+                filename: "report.csv".into(),
+                content_type: content_type.into(),
+                data: b"a,b\n".to_vec(),
+            })
+    }
+
+    #[test]
+    fn header_injection_in_a_content_type_is_refused_naming_the_attachment() {
+        let err = with_attachment("text/csv\r\nBcc: victim@x.test")
+            .build(&mb("noreply@example.com"))
+            .expect_err("CRLF in the content type");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let shown = err.to_string();
+        assert!(
+            shown.contains("attachment \"report.csv\"") && shown.contains("content type"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\\r\\n"),
+            "the value is shown escaped: {shown}"
+        );
+    }
+
+    #[test]
+    fn content_types_follow_rfc_2045() {
+        for good in [
+            "text/csv",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "image/svg+xml",
+            "text/plain; charset=utf-8",
+            "text/plain;charset=\"utf-8\"",
+            "application/x-thing; a=b; c=\"d e; f\\\"g\"",
+        ] {
+            let (_, text) = built(&with_attachment(good));
+            assert!(
+                text.contains(&format!("Content-Type: {good}")),
+                "{good}: {text}"
+            );
+        }
+        for bad in [
+            "",
+            "text",
+            "text/",
+            "/plain",
+            "text/pl ain",
+            "text/plain\nX-Evil: 1",
+            "text/plain\r",
+            "text/plain; charset",
+            "text/plain; charset=",
+            "text/plain; =utf-8",
+            "text/plain; charset=\"utf-8",
+            "text/plain; charset=\"a\rb\"",
+            "text/plain; charset=utf 8",
+            "text/plain;",
+            "téxt/plain",
+            "text/plain\u{7f}",
+            "text/plain(comment)",
+        ] {
+            let err = with_attachment(bad)
+                .build(&mb("noreply@example.com"))
+                .expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        }
     }
 
     #[test]

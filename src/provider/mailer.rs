@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
-use super::config::{Config, ProviderConfig, SmtpSettings};
+use super::config::{AuthSetting, Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
-use crate::client::{ClientOptions, Transcript};
+use crate::client::{ClientOptions, Credentials, Transcript};
 use crate::delivery::{deliver, DeliveryError, DeliveryReport, Pool, RateLimiter, Route};
+use crate::error::ErrorKind;
 use crate::message::Notification;
+use crate::proto::InvalidInput;
 
 /// The routes of a configuration, one per provider, built once so every sender through a
 /// provider shares its pool and its rate limiter.
@@ -24,15 +26,51 @@ struct Built {
     fallback: Vec<String>,
 }
 
+/// Checks the credentials as [`SmtpSettings::client_options`] will, so that a bad one is
+/// reported under `user` or `pass` (the password itself never shown).
+fn check_credentials(s: &SmtpSettings, path: &str) -> Result<(), ConfigError> {
+    let (Some(user), Some(pass)) = (&s.user, &s.pass) else {
+        return Ok(());
+    };
+    if s.auth == AuthSetting::None {
+        return Ok(());
+    }
+    Credentials::new(user.clone(), pass.clone())
+        .map(drop)
+        .map_err(|e| {
+            let blames_password = matches!(
+                &e,
+                InvalidInput::ControlCharacter { what, .. } | InvalidInput::Invalid { what, .. }
+                    if *what == "password"
+            );
+            if blames_password {
+                ConfigError::new(
+                    format!("{path}.pass"),
+                    format!(
+                        "{e}; a trailing newline from a file or an environment variable is a \
+                         common cause"
+                    ),
+                )
+            } else {
+                ConfigError::new(format!("{path}.user"), e.to_string())
+            }
+        })
+}
+
 fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Built, ConfigError> {
-    let from = p.smtp.check_ready(&format!("providers.{}.config", p.id))?;
+    let path = format!("providers.{}.config", p.id);
+    let from = p.smtp.check_ready(&path)?;
+    check_credentials(&p.smtp, &path)?;
     let mut options = p.smtp.client_options().map_err(|e| {
-        let key = if p.smtp.ca_file.is_some() {
-            "ca_file"
-        } else {
-            "tls_skip_verify"
+        // With the credentials checked, what is left is building the TLS configuration: with
+        // `tls_skip_verify` no trust store is read; otherwise the CA file or the system's roots
+        // (whose absence `ca_file` fixes) failed.
+        let key = match e.kind() {
+            ErrorKind::Tls if p.smtp.tls_skip_verify => ".tls_skip_verify",
+            ErrorKind::Tls => ".ca_file",
+            _ => "",
         };
-        ConfigError::new(format!("providers.{}.config.{key}", p.id), e.to_string())
+        ConfigError::new(format!("{path}{key}"), e.to_string())
     })?;
     options.transcript = transcript.cloned();
     let pool = Pool::new(&p.smtp.host, p.smtp.port, options.clone(), p.smtp.pool);
