@@ -930,30 +930,24 @@ async fn raw_utf8_headers_ask_for_smtputf8_when_offered() {
         "an 8-bit body alone does not ask for SMTPUTF8: {sent}"
     );
 
-    // A server without SMTPUTF8 gets the message as 8BITMIME, as before.
-    let server = MockServer::start(steps(vec![
-        ehlo_ok(&["8BITMIME"]),
-        vec![
-            e("MAIL FROM:<sender@example.com> BODY=8BITMIME"),
-            r("250 ok"),
-            e("RCPT"),
-            r("250 ok"),
-        ],
-        vec![e("DATA"), r("354 go"), Step::ExpectData, r("250 ok")],
-        quit_ok(),
-    ]))
-    .await;
+    // A server without SMTPUTF8 cannot take raw UTF-8 headers (RFC 6531 §3.2): refused
+    // before anything is sent, and the session stays usable.
+    let server = MockServer::start(steps(vec![ehlo_ok(&["8BITMIME"]), quit_ok()])).await;
     let mut conn = connect(&server).await;
-    conn.send_mail(
-        &envelope(&["x@example.org"]),
-        "Subject: Grüße\r\n\r\nhello\r\n".as_bytes(),
-    )
-    .await
-    .expect("sent without SMTPUTF8");
+    let err = conn
+        .send_mail(
+            &envelope(&["x@example.org"]),
+            "Subject: Grüße\r\n\r\nhello\r\n".as_bytes(),
+        )
+        .await
+        .expect_err("needs SMTPUTF8");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("SMTPUTF8"), "{err}");
+    assert!(conn.is_usable());
     conn.quit().await.expect("quit");
     let log = server.finish().await;
     log.assert_ok();
-    assert!(!log.received_str(0).contains("SMTPUTF8"));
+    assert!(!log.received_str(0).contains("MAIL"));
 }
 
 #[tokio::test]

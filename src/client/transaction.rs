@@ -365,16 +365,22 @@ impl Connection {
             }
             params.push(Parameter::body_8bitmime());
         }
-        if envelope.needs_smtputf8() {
+        // RFC 6531 §3.4 and RFC 6532 §3: a non-ASCII address, or raw UTF-8 in the header
+        // section, needs SMTPUTF8; a server without it cannot take the message as it is.
+        let utf8_headers = eight_bit && headers_have_8bit(message);
+        if envelope.needs_smtputf8() || utf8_headers {
             if !self.capabilities.smtputf8() {
+                let what = if envelope.needs_smtputf8() {
+                    "an address has non-ASCII characters"
+                } else {
+                    "the header section has raw UTF-8 (RFC 6532; encode it with RFC 2047 instead)"
+                };
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     Stage::MailFrom,
-                    "an address has non-ASCII characters but the server does not offer SMTPUTF8",
+                    format!("{what} but the server does not offer SMTPUTF8"),
                 ));
             }
-            params.push(Parameter::smtputf8());
-        } else if eight_bit && self.capabilities.smtputf8() && headers_have_8bit(message) {
             params.push(Parameter::smtputf8());
         }
         Ok(params)
