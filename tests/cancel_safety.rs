@@ -518,6 +518,7 @@ async fn random_cancellations_never_misattribute_a_reply() {
 /// The capture server cancelled (its `run_until` future dropped) while a client is half-way
 /// through a body: the message before it stays stored whole, the cut one leaves no file, not
 /// even a temporary one, and the client sees the connection closed.
+#[cfg(feature = "server")]
 #[tokio::test]
 async fn a_cancelled_capture_server_leaves_whole_messages_only() {
     use smtpkit::server::{Server, ServerConfig};
@@ -592,6 +593,7 @@ async fn a_cancelled_capture_server_leaves_whole_messages_only() {
 }
 
 /// The last line of the next reply, or `None` when the connection closed (or was reset).
+#[cfg(feature = "server")]
 async fn raw_reply(
     read: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
 ) -> Option<String> {

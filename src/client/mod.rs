@@ -29,7 +29,9 @@ pub use connection::{Connection, Greeted};
 pub use envelope::Envelope;
 pub use options::ClientOptions;
 pub use timeouts::Timeouts;
-pub use tls::{CertificateSummary, Security, TlsConnector, TlsInfo, TlsSettings};
+#[cfg(feature = "certificate-summary")]
+pub use tls::CertificateSummary;
+pub use tls::{Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
 pub(crate) use transcript::record_note;
 pub use transcript::{Direction, Transcript, TranscriptBuffer};

@@ -278,6 +278,7 @@ pub struct TlsInfo {
 }
 
 /// The leaf certificate's names and validity, for people checking a server.
+#[cfg(feature = "certificate-summary")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateSummary {
     /// The subject, e.g. `CN=smtp.gmail.com`.
@@ -292,6 +293,7 @@ pub struct CertificateSummary {
     pub not_after: i64,
 }
 
+#[cfg(feature = "certificate-summary")]
 impl TlsInfo {
     /// Subject, issuer, names and validity of the server's leaf certificate.
     pub fn certificate_summary(&self) -> Option<CertificateSummary> {

@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::client::RecipientResult;
 use crate::proto::Reply;
 use crate::Error;
 
 /// A server reply in a report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReplySummary {
     /// The reply code, e.g. 250.
     pub code: u16,
@@ -30,7 +29,8 @@ impl From<&Reply> for ReplySummary {
 }
 
 /// What happened to one recipient in the end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RecipientStatus {
     /// The address.
     pub address: String,
@@ -69,7 +69,8 @@ impl RecipientStatus {
 }
 
 /// One try through one provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Attempt {
     /// The provider tried.
     pub provider: String,
@@ -82,12 +83,16 @@ pub struct Attempt {
     /// The server's reply or the error, in one line.
     pub detail: String,
     /// Time spent waiting for the rate limit before this try.
-    #[serde(serialize_with = "as_millis", rename = "rate_limit_wait_ms")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "as_millis", rename = "rate_limit_wait_ms")
+    )]
     pub rate_limit_wait: Duration,
 }
 
 /// The message was accepted for at least one recipient.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DeliveryReport {
     /// The provider that delivered it (the last one, if recipients went through several).
     pub provider: String,
@@ -102,7 +107,10 @@ pub struct DeliveryReport {
     /// Every try, in order.
     pub attempts: Vec<Attempt>,
     /// Time from the first try to the end.
-    #[serde(serialize_with = "as_millis", rename = "duration_ms")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "as_millis", rename = "duration_ms")
+    )]
     pub duration: Duration,
 }
 
@@ -157,6 +165,7 @@ impl std::error::Error for DeliveryError {
     }
 }
 
+#[cfg(feature = "serde")]
 pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
 }
