@@ -89,7 +89,7 @@ impl Connection {
         credentials: &Credentials,
         mechanism: Option<Mechanism>,
     ) -> Result<Reply> {
-        if self.tls_info().is_none()
+        if !self.is_secure()
             && !(self.options().security == Security::None && self.options().allow_insecure_auth)
         {
             return Err(auth_error(

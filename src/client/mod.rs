@@ -15,22 +15,24 @@
 
 mod auth;
 mod connection;
+mod connector;
 mod envelope;
 mod options;
+mod stream;
 mod timeouts;
 mod tls;
 mod transaction;
 mod transcript;
-mod transport;
 mod wire;
 
 pub use auth::Credentials;
 pub use connection::{Connection, Greeted};
+pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;
 pub use options::ClientOptions;
+pub use stream::Stream;
 pub use timeouts::Timeouts;
 pub use tls::{CertificateSummary, Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
 pub(crate) use transcript::record_note;
 pub use transcript::{Direction, Transcript, TranscriptBuffer};
-pub use transport::Transport;

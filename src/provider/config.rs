@@ -718,6 +718,7 @@ impl SmtpSettings {
             },
             allow_insecure_auth: self.allow_insecure_auth,
             disable_pipelining: false,
+            connector: None,
         })
     }
 }

@@ -202,7 +202,7 @@ impl Server {
                     sessions.spawn(async move {
                         let _permit = permit;
                         let config = &shared.config;
-                        let stream: Box<dyn crate::client::Transport> = if config.implicit_tls {
+                        let stream: Box<dyn crate::client::Stream> = if config.implicit_tls {
                             let Some(tls) = config.tls.clone() else { return };
                             match tokio::time::timeout(config.limits.idle_timeout, TlsAcceptor::from(tls).accept(stream)).await {
                                 Ok(Ok(s)) => Box::new(s),
