@@ -89,9 +89,9 @@ impl Connection {
         credentials: &Credentials,
         mechanism: Option<Mechanism>,
     ) -> Result<Reply> {
-        if !self.is_secure()
-            && !(self.options().security == Security::None && self.options().allow_insecure_auth)
-        {
+        let insecure_allowed =
+            self.options().security == Security::None && self.options().allow_insecure_auth;
+        if !(self.is_secure() || insecure_allowed) {
             return Err(auth_error(
                 "refusing to send credentials over an unencrypted connection (use STARTTLS or implicit TLS; \
                  `allow_insecure_auth` with `security: none` only on a trusted network)",
