@@ -10,7 +10,7 @@ use smtpkit::client::{
     ClientOptions, ConnectFuture, Connection, Connector, Credentials, Envelope, Security,
 };
 use smtpkit::delivery::{Pool, PoolSettings};
-use smtpkit::proto::{Address, Secret};
+use smtpkit::proto::{Address, MailParams, Notify, RcptParams, Ret, Secret};
 use smtpkit::ErrorKind;
 use support::mock::{ehlo_ok, quit_ok, MockServer, Step};
 
@@ -187,4 +187,164 @@ async fn starttls_is_refused_on_a_stream_the_caller_secured() {
     let log = server.finish().await;
     log.assert_ok();
     assert!(!log.received_str(0).contains("STARTTLS"));
+}
+
+fn dsn_envelope(drop_unsupported: bool) -> Envelope {
+    let b = Address::new("b@example.org").expect("valid");
+    Envelope::new(
+        Address::new("a@example.org").expect("valid"),
+        vec![b.clone()],
+    )
+    .expect("envelope")
+    .with_mail_params(MailParams {
+        ret: Some(Ret::Headers),
+        envid: Some("order 42+x".into()),
+        mt_priority: Some(4),
+        drop_unsupported,
+        ..MailParams::default()
+    })
+    .with_rcpt_params(
+        &b,
+        RcptParams {
+            notify: Some(Notify::On {
+                success: false,
+                failure: true,
+                delay: true,
+            }),
+            orcpt: Some(Address::new("b+orig@example.org").expect("valid")),
+        },
+    )
+    .expect("a recipient of the envelope")
+}
+
+fn plain() -> ClientOptions {
+    ClientOptions {
+        security: Security::None,
+        ..ClientOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn dsn_and_priority_parameters_go_on_the_wire_xtext_encoded_when_offered() {
+    let script = [
+        ehlo_ok(&["DSN", "MT-PRIORITY"]),
+        vec![
+            Step::expect("MAIL FROM:<a@example.org> RET=HDRS ENVID=order+2042+2Bx MT-PRIORITY=4"),
+            Step::reply("250 ok"),
+            Step::expect(
+                "RCPT TO:<b@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;b+2Borig@example.org",
+            ),
+            Step::reply("250 ok"),
+            Step::expect("DATA"),
+            Step::reply("354 go"),
+            Step::ExpectData,
+            Step::reply("250 ok"),
+        ],
+        quit_ok(),
+    ]
+    .concat();
+    let server = MockServer::start(script).await;
+    let mut conn = Connection::connect("127.0.0.1", server.port(), plain())
+        .await
+        .expect("connected");
+    conn.send_mail(&dsn_envelope(false), b"Subject: dsn\r\n\r\nhi\r\n")
+        .await
+        .expect("sent");
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    let lines = &log.lines[0];
+    assert!(
+        lines.contains(
+            &"MAIL FROM:<a@example.org> RET=HDRS ENVID=order+2042+2Bx MT-PRIORITY=4".to_owned()
+        ),
+        "{lines:?}"
+    );
+    assert!(lines.contains(
+        &"RCPT TO:<b@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;b+2Borig@example.org"
+            .to_owned()
+    ));
+}
+
+#[tokio::test]
+async fn parameters_the_server_does_not_offer_fail_before_sending_or_are_dropped_when_asked() {
+    // Not offered, not droppable: nothing is sent, the error names the extension.
+    let server = MockServer::start([ehlo_ok(&[]), quit_ok()].concat()).await;
+    let mut conn = Connection::connect("127.0.0.1", server.port(), plain())
+        .await
+        .expect("connected");
+    let err = conn
+        .send_mail(&dsn_envelope(false), b"Subject: dsn\r\n\r\nhi\r\n")
+        .await
+        .expect_err("DSN not offered");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("DSN"), "{err}");
+    assert!(conn.is_usable());
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    assert!(!log.received_str(0).contains("MAIL"));
+
+    // Droppable: sent without them, and the transcript says what was dropped.
+    let script = [
+        ehlo_ok(&[]),
+        vec![
+            Step::expect("MAIL FROM:<a@example.org>"),
+            Step::reply("250 ok"),
+            Step::expect("RCPT TO:<b@example.org>"),
+            Step::reply("250 ok"),
+            Step::expect("DATA"),
+            Step::reply("354 go"),
+            Step::ExpectData,
+            Step::reply("250 ok"),
+        ],
+        quit_ok(),
+    ]
+    .concat();
+    let server = MockServer::start(script).await;
+    let (transcript, lines) = smtpkit::client::Transcript::buffer();
+    let options = ClientOptions {
+        transcript: Some(transcript),
+        ..plain()
+    };
+    let mut conn = Connection::connect("127.0.0.1", server.port(), options)
+        .await
+        .expect("connected");
+    conn.send_mail(&dsn_envelope(true), b"Subject: dsn\r\n\r\nhi\r\n")
+        .await
+        .expect("sent without DSN");
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    assert!(log.lines[0].contains(&"MAIL FROM:<a@example.org>".to_owned()));
+    assert!(log.lines[0].contains(&"RCPT TO:<b@example.org>".to_owned()));
+    let text = lines.lines().join("\n");
+    assert!(
+        text.contains("dropped RET: the server does not offer DSN"),
+        "{text}"
+    );
+    assert!(text.contains("dropped NOTIFY"), "{text}");
+}
+
+#[tokio::test]
+async fn requiretls_is_never_dropped_and_needs_tls() {
+    let server = MockServer::start([ehlo_ok(&["REQUIRETLS"]), quit_ok()].concat()).await;
+    let mut conn = Connection::connect("127.0.0.1", server.port(), plain())
+        .await
+        .expect("connected");
+    let envelope = envelope().with_mail_params(MailParams {
+        requiretls: true,
+        drop_unsupported: true,
+        ..MailParams::default()
+    });
+    let err = conn
+        .send_mail(&envelope, b"Subject: tls\r\n\r\nhi\r\n")
+        .await
+        .expect_err("plain-text session");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("REQUIRETLS"), "{err}");
+    conn.quit().await.expect("quit");
+    let log = server.finish().await;
+    log.assert_ok();
+    assert!(!log.received_str(0).contains("MAIL"));
 }

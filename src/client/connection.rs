@@ -436,6 +436,11 @@ impl Connection {
         self.session.wire.shutdown(grace).await;
     }
 
+    /// Adds an informational line to the transcript.
+    pub(crate) fn note(&self, line: &str) {
+        self.session.wire.note(line);
+    }
+
     pub(crate) fn wire(&mut self) -> &mut Wire {
         &mut self.session.wire
     }

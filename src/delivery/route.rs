@@ -300,7 +300,7 @@ pub async fn deliver(
                 }
                 None => Duration::ZERO,
             };
-            let envelope = match Envelope::new(message.envelope.from().clone(), pending.clone()) {
+            let envelope = match message.envelope.subset(&pending) {
                 Ok(e) => e,
                 Err(e) => {
                     last_error = Some(Error::from(e));
