@@ -628,6 +628,14 @@ impl Connection {
     }
 }
 
+impl super::sender::Sender for Connection {
+    async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<super::sender::Sent> {
+        self.send_mail(envelope, message)
+            .await
+            .map(|report| super::sender::Sent::from(&report))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

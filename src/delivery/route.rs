@@ -145,21 +145,31 @@ fn deadline_error(total: Duration, what: &str) -> Error {
     )
 }
 
+/// What is delivered: a notification, built for each provider, or a message built already.
+enum Source<'a> {
+    Notification(&'a Notification),
+    Built(&'a BuiltMessage),
+}
+
 /// The message as route `route` sends it: as the notification's sender, else as the route's;
-/// the Message-ID stays the first one built.
+/// the Message-ID stays the first one built. A message built already goes as it is.
 struct Messages<'a> {
-    notification: &'a Notification,
+    source: Source<'a>,
     built: Vec<(Mailbox, BuiltMessage)>,
 }
 
 impl Messages<'_> {
     fn for_route(&mut self, route: &Route) -> Result<&BuiltMessage, Error> {
-        let from = self.notification.from.as_ref().unwrap_or(&route.from);
+        let notification = match self.source {
+            Source::Built(message) => return Ok(message),
+            Source::Notification(n) => n,
+        };
+        let from = notification.from.as_ref().unwrap_or(&route.from);
         if let Some(i) = self.built.iter().position(|(f, _)| f == from) {
             return Ok(&self.built[i].1);
         }
         let id = self.built.first().map(|(_, b)| b.message_id.as_str());
-        let message = self.notification.build_with_id(from, id)?;
+        let message = notification.build_with_id(from, id)?;
         self.built.push((from.clone(), message));
         Ok(&self.built[self.built.len() - 1].1)
     }
@@ -175,10 +185,30 @@ pub async fn deliver(
     notification: &Notification,
     total: Option<Duration>,
 ) -> Result<DeliveryReport, DeliveryError> {
+    deliver_source(routes, Source::Notification(notification), total).await
+}
+
+/// Like [`deliver`], for a message built already: every provider sends it as it is, with its
+/// envelope (a fallback provider does not change its sender).
+///
+/// Cancel safety: as [`deliver`].
+pub async fn deliver_message(
+    routes: &[Route],
+    message: &BuiltMessage,
+    total: Option<Duration>,
+) -> Result<DeliveryReport, DeliveryError> {
+    deliver_source(routes, Source::Built(message), total).await
+}
+
+async fn deliver_source(
+    routes: &[Route],
+    source: Source<'_>,
+    total: Option<Duration>,
+) -> Result<DeliveryReport, DeliveryError> {
     let started = Instant::now();
     let deadline = total.map(|t| started + t);
     let mut messages = Messages {
-        notification,
+        source,
         built: Vec::new(),
     };
     let first = match routes.first().map(|r| messages.for_route(r)) {

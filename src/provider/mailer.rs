@@ -5,10 +5,12 @@ use std::collections::HashMap;
 
 use super::config::{AuthSetting, Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
-use crate::client::{ClientOptions, Credentials, Transcript};
-use crate::delivery::{deliver, DeliveryError, DeliveryReport, Pool, RateLimiter, Route};
+use crate::client::{ClientOptions, Credentials, Envelope, Sender, Sent, Transcript};
+use crate::delivery::{
+    deliver, deliver_message, DeliveryError, DeliveryReport, Pool, RateLimiter, Route,
+};
 use crate::error::ErrorKind;
-use crate::message::Notification;
+use crate::message::{BuiltMessage, Notification};
 use crate::proto::InvalidInput;
 
 /// The routes of a configuration, one per provider, built once so every sender through a
@@ -238,6 +240,24 @@ impl Mailer {
         deliver(&self.routes, notification, self.settings.total_timeout).await
     }
 
+    /// Delivers a message built already (RFC 5322 bytes) to `envelope`'s recipients, with
+    /// the same pools, retries, rate limits and fallbacks as [`Mailer::send`]; a fallback
+    /// provider sends it unchanged. Its Message-ID is read from the message's header.
+    ///
+    /// Cancel safety: as [`Mailer::send`].
+    pub async fn send_message(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        let built = BuiltMessage {
+            envelope: envelope.clone(),
+            bytes: message.to_vec(),
+            message_id: header_message_id(message).unwrap_or_default(),
+        };
+        deliver_message(&self.routes, &built, self.settings.total_timeout).await
+    }
+
     /// QUITs the idle sessions of every provider (call before the program ends).
     ///
     /// Cancel safety: sessions not yet closed when the future is dropped are closed without
@@ -247,4 +267,43 @@ impl Mailer {
             r.pool.close_idle().await;
         }
     }
+}
+
+impl Sender for Mailer {
+    /// [`Mailer::send_message`]; a delivery that fails gives its error.
+    async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> crate::Result<Sent> {
+        let report = self
+            .send_message(envelope, message)
+            .await
+            .map_err(|failure| failure.error)?;
+        let (accepted, refused): (Vec<_>, Vec<_>) =
+            report.recipients.iter().partition(|r| r.accepted);
+        let parse = |list: Vec<&crate::delivery::RecipientStatus>| {
+            list.into_iter()
+                .filter_map(|r| crate::proto::Address::new(&r.address).ok())
+                .collect()
+        };
+        let mut sent = Sent::all(envelope, report.queue_id.clone());
+        sent.accepted = parse(accepted);
+        sent.refused = parse(refused);
+        Ok(sent)
+    }
+}
+
+/// The Message-ID of a message's header section, without angle brackets.
+fn header_message_id(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    text.lines()
+        .take_while(|l| !l.trim_end_matches('\r').is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("message-id").then(|| {
+                value
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+        })
+        .filter(|id| !id.is_empty())
 }

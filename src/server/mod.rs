@@ -25,9 +25,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+pub use crate::message::MessageStore;
 use crate::proto::Secret;
 use session::Session;
-pub use store::{MessageStore, StoredMessage};
+pub use store::StoredMessage;
 pub use tls::{load_cert_key, LocalCa};
 
 /// Limits that protect the server (and the disk) from clients.
