@@ -7,6 +7,8 @@ mod env_expand;
 mod error;
 mod mailer;
 mod workflow;
+mod yaml_document;
+mod yaml_literal;
 mod yaml_node;
 
 pub use config::{
