@@ -148,3 +148,55 @@ async fn a_file_sender_writes_each_message_whole_with_its_envelope() {
         .collect();
     assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
 }
+
+/// Gives `rotated-1`, `rotated-2`, … : a password that changes while the program runs.
+#[derive(Debug, Default)]
+struct Rotating(std::sync::atomic::AtomicUsize);
+
+impl smtpkit::client::SecretSource for Rotating {
+    fn secret(&self) -> smtpkit::client::SecretFuture<'_> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Box::pin(async move { Ok(smtpkit::proto::Secret::new(format!("rotated-{n}"))) })
+    }
+}
+
+#[tokio::test]
+async fn a_mailers_new_sessions_authenticate_with_the_current_secret() {
+    use base64::Engine as _;
+    let server = TruthServer::start(Behaviour {
+        auth: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let yaml = format!(
+        "providers:\n  email:\n    provider: email.smtp\n    config:\n      host: 127.0.0.1\n      port: {}\n      user: relay-user\n      pass: unused-fixed-password\n      from: noreply@example.com\n      security: none\n      allow_insecure_auth: true\n      auth: plain\n      pool: {{max_messages_per_connection: 1}}\n",
+        server.port
+    );
+    let config = Config::from_yaml_str(&yaml).expect("config");
+    let source = std::sync::Arc::new(Rotating::default());
+    let mailer = Mailer::with_secret_source(&config, None, source).expect("mailer");
+    for i in 0..2 {
+        let n = smtpkit::message::Notification::new("rotating")
+            .to("ok@example.org".parse().expect("valid"))
+            .text(format!("rotation-{i}"));
+        mailer.send(&n).await.expect("sent");
+    }
+    let truth = server.truth();
+    let passwords: Vec<String> = truth
+        .commands
+        .iter()
+        .flatten()
+        .filter_map(|l| l.strip_prefix("AUTH PLAIN "))
+        .map(|b64| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64");
+            String::from_utf8_lossy(&raw).into_owned()
+        })
+        .collect();
+    assert_eq!(
+        passwords,
+        ["\0relay-user\0rotated-1", "\0relay-user\0rotated-2"],
+        "each new session asked the source"
+    );
+}

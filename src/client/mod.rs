@@ -26,7 +26,7 @@ mod transaction;
 mod transcript;
 mod wire;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, SecretFuture, SecretSource};
 pub use connection::{Connection, Greeted};
 pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;

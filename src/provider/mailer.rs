@@ -2,10 +2,11 @@
 //! and fallbacks.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::config::{AuthSetting, Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
-use crate::client::{ClientOptions, Credentials, Envelope, Sender, Sent, Transcript};
+use crate::client::{ClientOptions, Credentials, Envelope, SecretSource, Sender, Sent, Transcript};
 use crate::delivery::{
     deliver, deliver_message, DeliveryError, DeliveryReport, Pool, RateLimiter, Route,
 };
@@ -59,7 +60,14 @@ fn check_credentials(s: &SmtpSettings, path: &str) -> Result<(), ConfigError> {
         })
 }
 
-fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Built, ConfigError> {
+/// Secret sources by provider id, replacing those providers' `pass`.
+pub type SecretSources = HashMap<String, Arc<dyn SecretSource>>;
+
+fn build_route(
+    p: &ProviderConfig,
+    transcript: Option<&Transcript>,
+    sources: &SecretSources,
+) -> Result<Built, ConfigError> {
     let path = format!("providers.{}.config", p.id);
     let from = p.smtp.check_ready(&path)?;
     check_credentials(&p.smtp, &path)?;
@@ -75,6 +83,12 @@ fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Bu
         ConfigError::new(format!("{path}{key}"), e.to_string())
     })?;
     options.transcript = transcript.cloned();
+    if let Some(source) = sources.get(&p.id) {
+        let user = p.smtp.user.clone().unwrap_or_default();
+        let credentials = Credentials::from_source(user, source.clone())
+            .map_err(|e| ConfigError::new(format!("{path}.user"), e.to_string()))?;
+        options.credentials = Some(credentials);
+    }
     let pool = Pool::new(&p.smtp.host, p.smtp.port, options.clone(), p.smtp.pool);
     let limiter = (!p.smtp.rate_limit.is_unlimited()).then(|| RateLimiter::new(p.smtp.rate_limit));
     let route = Route {
@@ -100,6 +114,17 @@ impl RouteTable {
         ids: &[&str],
         transcript: Option<Transcript>,
     ) -> Result<RouteTable, ConfigError> {
+        RouteTable::build_with_sources(config, ids, transcript, &SecretSources::new())
+    }
+
+    /// Like [`RouteTable::build`], where the providers named in `sources` take their secret
+    /// from it each time a session authenticates, instead of their fixed `pass`.
+    pub fn build_with_sources(
+        config: &Config,
+        ids: &[&str],
+        transcript: Option<Transcript>,
+        sources: &SecretSources,
+    ) -> Result<RouteTable, ConfigError> {
         let mut routes = HashMap::new();
         let mut todo: Vec<(String, Option<String>)> =
             ids.iter().map(|id| ((*id).to_owned(), None)).collect();
@@ -113,7 +138,7 @@ impl RouteTable {
                 }
                 None => e,
             })?;
-            let built = build_route(p, transcript.as_ref())?;
+            let built = build_route(p, transcript.as_ref(), sources)?;
             for f in &built.fallback {
                 todo.push((f.clone(), Some(id.clone())));
             }
@@ -208,6 +233,19 @@ impl Mailer {
     ) -> Result<Mailer, ConfigError> {
         let id = config.provider(provider)?.id.clone();
         RouteTable::build(config, &[&id], transcript)?.mailer(&[&id])
+    }
+
+    /// Like [`Mailer::new`], with the provider's secret taken from `source` each time a
+    /// session authenticates (a rotated password, an OAuth 2.0 token), instead of its fixed
+    /// `pass`: the mailer keeps working as the secret changes.
+    pub fn with_secret_source(
+        config: &Config,
+        provider: Option<&str>,
+        source: Arc<dyn SecretSource>,
+    ) -> Result<Mailer, ConfigError> {
+        let id = config.provider(provider)?.id.clone();
+        let sources = SecretSources::from([(id.clone(), source)]);
+        RouteTable::build_with_sources(config, &[&id], None, &sources)?.mailer(&[&id])
     }
 
     /// The first provider's id.

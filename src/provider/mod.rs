@@ -16,5 +16,5 @@ pub use config::{
 };
 pub use duration::parse_duration;
 pub use error::ConfigError;
-pub use mailer::{Mailer, RouteTable};
+pub use mailer::{Mailer, RouteTable, SecretSources};
 pub use workflow::{EmailStep, Workflow, WorkflowStep};
