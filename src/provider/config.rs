@@ -16,6 +16,7 @@ use crate::proto::{ClientName, Mechanism, Secret};
 
 /// Which AUTH to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AuthSetting {
     /// The best mechanism both sides support.
     #[default]
