@@ -47,6 +47,8 @@ impl Route {
 struct Entry {
     address: Address,
     status: Option<RecipientStatus>,
+    /// What its last refusal means, when it was refused.
+    verdict: Option<Verdict>,
     /// The route whose provider refused it for reasons of its own (policy, quota): the others
     /// may still try.
     refused_by: Option<usize>,
@@ -65,14 +67,25 @@ impl Ledger {
                 .map(|a| Entry {
                     address: a.clone(),
                     status: None,
+                    verdict: None,
                     refused_by: None,
                 })
                 .collect(),
         }
     }
 
-    /// Records what route `route` said about a recipient.
+    /// Records what route `route` said about a recipient: its RCPT reply, judged on its own.
     fn record(&mut self, status: RecipientStatus, route: usize) {
+        let verdict = status
+            .reply
+            .as_ref()
+            .filter(|_| !status.accepted)
+            .map(|r| summary_verdict(r.code, r.enhanced_code.as_deref()));
+        self.record_judged(status, route, verdict);
+    }
+
+    /// Records a recipient with the verdict of the failure that ended its transaction.
+    fn record_judged(&mut self, status: RecipientStatus, route: usize, verdict: Option<Verdict>) {
         let Some(entry) = self
             .entries
             .iter_mut()
@@ -80,10 +93,8 @@ impl Ledger {
         else {
             return;
         };
-        let provider_refused = status.reply.as_ref().is_some_and(|r| {
-            summary_verdict(r.code, r.enhanced_code.as_deref()) == Verdict::Provider
-        });
-        entry.refused_by = provider_refused.then_some(route);
+        entry.refused_by = (verdict == Some(Verdict::Provider)).then_some(route);
+        entry.verdict = verdict;
         entry.status = Some(status);
     }
 
@@ -112,10 +123,7 @@ impl Ledger {
                     !s.accepted
                         && !s.outcome_unknown
                         && e.refused_by != Some(route)
-                        && s.reply.as_ref().is_none_or(|r| {
-                            summary_verdict(r.code, r.enhanced_code.as_deref())
-                                != Verdict::Permanent
-                        })
+                        && e.verdict != Some(Verdict::Permanent)
                 }
             })
             .map(|e| e.address.clone())
@@ -458,8 +466,8 @@ async fn send_once(
 }
 
 /// Records a failed try in the ledger: what RCPT said stays (only accepted recipients can be
-/// "outcome unknown"); accepted recipients of a failed transaction carry its error reply; a
-/// failure before RCPT carries its reply to every pending recipient.
+/// "outcome unknown"); accepted recipients of a failed transaction carry its error reply and
+/// its verdict; a failure before RCPT carries them to every pending recipient.
 fn record_failure(
     ledger: &mut Ledger,
     err: &Error,
@@ -468,6 +476,13 @@ fn record_failure(
     index: usize,
 ) {
     let unknown = err.is_outcome_unknown() && !route.retry.retry_unknown_outcome;
+    // With `retry_unknown_outcome`, a possibly delivered message is tried again like any
+    // transient failure.
+    let judged = Some(if err.is_outcome_unknown() {
+        Verdict::Transient
+    } else {
+        verdict(err)
+    });
     if err.recipients().is_empty() {
         if unknown {
             ledger.mark_unknown(pending, &route.provider);
@@ -476,7 +491,7 @@ fn record_failure(
                 let mut status = RecipientStatus::untried(a);
                 status.reply = Some(ReplySummary::from(reply));
                 status.provider = Some(route.provider.clone());
-                ledger.record(status, index);
+                ledger.record_judged(status, index, judged);
             }
         }
         return;
@@ -484,15 +499,20 @@ fn record_failure(
     let mut may_have_it = Vec::new();
     for r in err.recipients() {
         let mut status = RecipientStatus::from_result(r, &route.provider);
-        if status.accepted {
-            status.accepted = false;
-            if unknown {
-                may_have_it.push(r.address.clone());
-            } else if let Some(reply) = err.reply() {
+        if !status.accepted {
+            ledger.record(status, index);
+            continue;
+        }
+        status.accepted = false;
+        if unknown {
+            may_have_it.push(r.address.clone());
+            ledger.record_judged(status, index, None);
+        } else {
+            if let Some(reply) = err.reply() {
                 status.reply = Some(ReplySummary::from(reply));
             }
+            ledger.record_judged(status, index, judged);
         }
-        ledger.record(status, index);
     }
     ledger.mark_unknown(&may_have_it, &route.provider);
 }
