@@ -153,7 +153,14 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Error {
+    /// An error of `kind` at `stage` (for your own [`crate::client::Sender`] or stream).
+    ///
+    /// ```
+    /// use smtpkit::{Error, ErrorKind, Stage};
+    /// let err = Error::new(ErrorKind::Closed, Stage::Connect, "tunnel went away");
+    /// assert!(err.is_transient());
+    /// ```
+    pub fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Error {
         Error {
             kind,
             stage,
@@ -164,7 +171,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn rejected(stage: Stage, reply: Reply) -> Error {
+    /// The server refused at `stage` with `reply` ([`ErrorKind::Rejected`]).
+    pub fn rejected(stage: Stage, reply: Reply) -> Error {
         Error::new(ErrorKind::Rejected, stage, "server rejected the command").with_reply(reply)
     }
 
@@ -191,7 +199,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_reply(mut self, reply: Reply) -> Error {
+    /// The same error, carrying the server's reply.
+    pub fn with_reply(mut self, reply: Reply) -> Error {
         self.reply = Some(reply);
         self
     }
@@ -201,10 +210,8 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Error {
+    /// The same error, with the failure that caused it as its [`std::error::Error::source`].
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
         self.source = Some(Box::new(source));
         self
     }

@@ -3,7 +3,7 @@
 mod cli;
 
 use clap::Parser;
-use cli::{exit, Cli, Command};
+use cli::{Cli, Command};
 
 /// Warnings (such as `tls_skip_verify` in use) go to stderr; `RUST_LOG=info` or `debug`
 /// shows more (rate-limit waits, retries, every wire line).
@@ -23,15 +23,7 @@ fn main() -> std::process::ExitCode {
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return std::process::ExitCode::from(code);
-        }
+        Err(e) => return std::process::ExitCode::from(cli::parse_error(&e)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

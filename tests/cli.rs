@@ -15,6 +15,10 @@ fn e(prefix: &str) -> Step {
 }
 
 fn config(dir: &tempfile::TempDir, port: u16, extra: &str) -> String {
+    config_with_retry(dir, port, extra, "{attempts: 1}")
+}
+
+fn config_with_retry(dir: &tempfile::TempDir, port: u16, extra: &str, retry: &str) -> String {
     let path = dir.path().join("smtpkit.yaml");
     let yaml = format!(
         r#"version: "1.0"
@@ -30,7 +34,7 @@ providers:
       from: Notifier <noreply@example.com>
       security: none
       timeouts: {{connect: 5s, greeting: 5s, command: 5s, data_start: 5s, data_block: 5s, data_end: 5s}}
-      retry: {{attempts: 1}}
+      retry: {retry}
 {extra}
 workflows:
   - name: access-approval
@@ -64,6 +68,26 @@ async fn smtpkit(args: &[&str]) -> Output {
         .output()
         .await
         .expect("run smtpkit")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The whole of stdout as one JSON value, as `smtpkit … --json | jq .` reads it: a progress
+/// line or a second object anywhere on stdout fails here.
+fn one_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not exactly one JSON value ({e}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            stdout(out),
+            stderr(out)
+        )
+    })
 }
 
 fn text(out: &Output) -> String {
@@ -119,8 +143,9 @@ async fn send_delivers_headers_bodies_and_hides_bcc() {
     ])
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let json = one_json(&out);
     assert_eq!(json["ok"], true);
+    assert_eq!(json["exit_code"], 0);
     assert_eq!(json["provider"], "email");
     assert_eq!(json["queue_id"], "Q42");
     assert_eq!(json["recipients"].as_array().map(Vec::len), Some(3));
@@ -193,8 +218,23 @@ async fn notify_runs_the_spec_workflow_and_lists_skipped_steps() {
     let out = smtpkit(&["notify", "--config", &cfg, "--workflow", "access-approval"]).await;
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
-    assert!(shown.contains("✓ sent via email"), "{shown}");
-    assert!(shown.contains("skipped (task \"approve\""), "{shown}");
+    // Results on stdout, one line per step; progress on stderr.
+    let results = stdout(&out);
+    assert!(
+        results.contains("✓ access-approval step 1: sent via email"),
+        "{shown}"
+    );
+    assert!(
+        results.contains("- access-approval step 2: skipped (task \"approve\""),
+        "{shown}"
+    );
+    assert!(!results.contains("workflow access-approval\n"), "{shown}");
+    let progress = stderr(&out);
+    assert!(
+        progress.contains("workflow access-approval")
+            && progress.contains("step 1: email \"Access Request Approval Required\""),
+        "{shown}"
+    );
     let log = server.finish().await;
     log.assert_ok();
     let message = String::from_utf8_lossy(&log.messages[0]).into_owned();
@@ -207,7 +247,8 @@ async fn notify_runs_the_spec_workflow_and_lists_skipped_steps() {
 
     let out = smtpkit(&["notify", "--config", &cfg, "--workflow", "nope"]).await;
     assert_eq!(out.status.code(), Some(78));
-    assert!(text(&out).contains("no workflow named \"nope\"; configured: access-approval"));
+    assert!(stdout(&out).is_empty(), "{}", text(&out));
+    assert!(stderr(&out).contains("no workflow named \"nope\"; configured: access-approval"));
 }
 
 #[tokio::test]
@@ -277,8 +318,22 @@ async fn rejected_recipient_exits_69_with_the_reply() {
     ])
     .await;
     assert_eq!(out.status.code(), Some(69), "{}", text(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let json = one_json(&out);
     assert_eq!(json["ok"], false);
+    assert_eq!(json["exit_code"], 69);
+    assert_eq!(json["error"]["kind"], "rejected");
+    assert!(json["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Recipient address rejected")));
+    assert!(json["error"]["hint"]
+        .as_str()
+        .is_some_and(|h| h.contains("recipient addresses are valid")));
+    // The diagnosis also goes to stderr, as without --json.
+    assert!(
+        stderr(&out).contains("✗ email:") && stderr(&out).contains("hint:"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(json["error"]["stage"], "rcpt_to");
     assert_eq!(json["error"]["reply"]["code"], 550);
     assert_eq!(json["error"]["reply"]["enhanced_code"], "5.1.1");
@@ -315,8 +370,13 @@ async fn temporary_rejection_exits_75() {
     .await;
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert!(
-        text(&out).contains("451 4.3.0 try again later"),
+        stderr(&out).contains("451 4.3.0 try again later"),
         "{}",
+        text(&out)
+    );
+    assert!(
+        stdout(&out).is_empty(),
+        "a failure is a diagnostic: {}",
         text(&out)
     );
     // One attempt (retry attempts: 1): MAIL refused, then QUIT, nothing else.
@@ -411,13 +471,15 @@ async fn bad_config_and_bad_usage_exit_78_and_64() {
     .await;
     assert_eq!(out.status.code(), Some(78));
     assert!(
-        text(&out)
+        stderr(&out)
             .contains("providers.email.config.hots: unknown key `hots`; did you mean `host`?"),
         "{}",
         text(&out)
     );
+    assert!(stdout(&out).is_empty(), "{}", text(&out));
     let out = smtpkit(&["send", "--to", "a@example.com"]).await;
     assert_eq!(out.status.code(), Some(64));
+    assert!(stdout(&out).is_empty(), "{}", text(&out));
     let out = smtpkit(&["--help"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out).contains("Exit codes"));
@@ -541,4 +603,494 @@ async fn send_without_any_recipient_is_a_usage_error_naming_the_flags() {
     for flag in ["--to", "--cc", "--bcc"] {
         assert!(shown.contains(flag), "{flag} named: {shown}");
     }
+}
+
+// One convention for every command: results on stdout, progress and diagnostics on stderr;
+// `--json` puts exactly one JSON object on stdout, on success and on failure.
+
+/// The config of `bad_config_and_bad_usage_exit_78_and_64`: a typo in a provider key.
+fn bad_config(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  email:\n    provider: email\n    config:\n      hots: x\n",
+    )
+    .expect("write");
+    path.display().to_string()
+}
+
+const TYPO: &str = "providers.email.config.hots: unknown key `hots`; did you mean `host`?";
+
+#[tokio::test]
+async fn config_errors_go_to_stderr_for_every_command_or_one_object_with_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = bad_config(&dir);
+    let send = [
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ];
+    let check = ["check", "--config", &cfg];
+    let notify = ["notify", "--config", &cfg];
+    for args in [&send[..], &check[..], &notify[..]] {
+        let out = smtpkit(args).await;
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", text(&out));
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: stdout must be empty: {}",
+            text(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("✗ configuration: {cfg}: {TYPO}")),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    for args in [&send[..], &notify[..]] {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = smtpkit(&args).await;
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", text(&out));
+        let json = one_json(&out);
+        assert_eq!(json["ok"], false, "{json}");
+        assert_eq!(json["exit_code"], 78, "{json}");
+        assert_eq!(json["error"]["kind"], "config", "{json}");
+        assert_eq!(json["error"]["stage"], "config", "{json}");
+        assert_eq!(
+            json["error"]["path"], "providers.email.config.hots",
+            "{json}"
+        );
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(TYPO)),
+            "{json}"
+        );
+        assert!(json["error"].get("hint").is_some(), "hint present: {json}");
+        assert!(
+            stderr(&out).contains(TYPO),
+            "still said on stderr: {}",
+            text(&out)
+        );
+    }
+    // notify's object always has its `workflows` array, empty when none ran.
+    let out = smtpkit(&["notify", "--config", &cfg, "--json"]).await;
+    assert_eq!(one_json(&out)["workflows"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn notify_json_is_one_object_with_every_step_and_progress_on_stderr() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL FROM:<noreply@example.com>"),
+        e("RCPT TO:<approver@example.com>"),
+        e("RCPT TO:<audit@example.com>"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 queued as W1"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let out = smtpkit(&["notify", "--config", &cfg, "--json", "--transcript"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["exit_code"], 0, "{json}");
+    let workflows = json["workflows"].as_array().expect("workflows array");
+    assert_eq!(workflows.len(), 1, "{json}");
+    assert_eq!(workflows[0]["name"], "access-approval");
+    let steps = workflows[0]["steps"].as_array().expect("steps array");
+    assert_eq!(steps.len(), 2, "{json}");
+    assert_eq!(steps[0]["status"], "sent", "{json}");
+    assert_eq!(steps[0]["step"], 1, "{json}");
+    assert_eq!(steps[0]["exit_code"], 0, "{json}");
+    assert_eq!(steps[0]["report"]["queue_id"], "W1", "{json}");
+    assert_eq!(steps[1]["status"], "skipped", "{json}");
+    assert_eq!(steps[1]["task"], "approve", "{json}");
+    // Progress and the transcript: stderr.
+    let progress = stderr(&out);
+    for line in [
+        "workflow access-approval",
+        "step 1: email \"Access Request Approval Required\" to approver@example.com",
+        "MAIL FROM:<noreply@example.com>",
+    ] {
+        assert!(progress.contains(line), "{line} on stderr: {progress}");
+    }
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn notify_json_failure_is_still_one_object() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("RCPT"),
+        e("DATA"),
+        r("250 ok"),
+        r("550 5.1.1 <approver@example.com>: Recipient address rejected"),
+        r("550 5.1.1 <audit@example.com>: Recipient address rejected"),
+        r("554 5.5.1 no valid recipients"),
+        e("RSET"),
+        r("250 ok"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let out = smtpkit(&["notify", "--config", &cfg, "--json"]).await;
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["ok"], false, "{json}");
+    assert_eq!(json["exit_code"], 69, "{json}");
+    let step = &json["workflows"][0]["steps"][0];
+    assert_eq!(step["status"], "failed", "{json}");
+    assert_eq!(step["exit_code"], 69, "{json}");
+    let error = &step["result"]["error"];
+    assert_eq!(error["kind"], "rejected", "{json}");
+    assert_eq!(error["stage"], "rcpt_to", "{json}");
+    assert!(error["hint"].is_string(), "{json}");
+    assert_eq!(json["workflows"][0]["steps"][1]["status"], "skipped");
+    let diagnostics = stderr(&out);
+    assert!(
+        diagnostics.contains("✗ email:") && diagnostics.contains("hint:"),
+        "{diagnostics}"
+    );
+    server.finish().await.assert_ok();
+
+    // Without --json: the failed step's line on stdout, its diagnosis on stderr.
+    let mut script = ehlo_ok(&[]);
+    script.extend([e("MAIL"), r("554 5.7.1 go away"), e("QUIT"), r("221 bye")]);
+    let server = MockServer::start(script).await;
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let out = smtpkit(&["notify", "--config", &cfg]).await;
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("✗ access-approval step 1: not sent via email:"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr(&out).contains("hint:"), "{}", text(&out));
+    assert!(!stdout(&out).contains("hint:"), "{}", text(&out));
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn notify_json_pipes_into_a_json_reader() {
+    let python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        assert!(
+            std::env::var_os("SMTPKIT_REAL_SERVERS").is_none(),
+            "python3 is needed for this test (SMTPKIT_REAL_SERVERS is set)"
+        );
+        eprintln!("skipped: python3 not found");
+        return;
+    }
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("RCPT"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 queued as P1"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    // Exactly what a user types: `smtpkit notify --json … | python3 -m json.tool`.
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" notify --config "$1" --json | python3 -m json.tool"#)
+        .arg(env!("CARGO_BIN_EXE_smtpkit"))
+        .arg(&cfg)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the pipeline");
+    assert!(
+        out.status.success(),
+        "json.tool accepted stdout: {}",
+        text(&out)
+    );
+    let pretty = stdout(&out);
+    assert!(pretty.contains("\"queue_id\": \"P1\""), "{pretty}");
+    assert!(
+        stderr(&out).contains("workflow access-approval"),
+        "{}",
+        text(&out)
+    );
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn send_attempt_lines_go_to_stderr_and_the_result_to_stdout() {
+    // The first connection is refused service for now (421), the retry delivers.
+    let busy = vec![r("421 4.3.2 busy, try again")];
+    let mut ok = ehlo_ok(&["PIPELINING"]);
+    ok.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 2.0.0 Ok: queued as R2"),
+    ]);
+    ok.extend(quit_ok());
+    let retry = "{attempts: 2, initial_backoff: 10ms, max_backoff: 10ms}";
+    for json in [false, true] {
+        let server = MockServer::start_many(vec![busy.clone(), ok.clone()]).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config_with_retry(&dir, server.port(), NO_AUTH, retry);
+        let mut args = vec![
+            "send",
+            "--config",
+            &cfg,
+            "--to",
+            "a@example.com",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = smtpkit(&args).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let diagnostics = stderr(&out);
+        assert!(
+            diagnostics.contains("attempt 1 via email")
+                && diagnostics.contains("attempt 2 via email"),
+            "attempt lines on stderr (json: {json}): {}",
+            text(&out)
+        );
+        assert!(!stdout(&out).contains("attempt "), "{}", text(&out));
+        if json {
+            let value = one_json(&out);
+            assert_eq!(value["ok"], true, "{value}");
+            assert_eq!(
+                value["attempts"].as_array().map(Vec::len),
+                Some(2),
+                "{value}"
+            );
+        } else {
+            assert!(stdout(&out).contains("✓ sent via email"), "{}", text(&out));
+            assert!(stdout(&out).contains("queue id:   R2"), "{}", text(&out));
+            assert!(!diagnostics.contains("✓ sent"), "{}", text(&out));
+        }
+        let log = server.finish().await;
+        log.assert_ok();
+        assert_eq!(log.messages.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn send_json_auth_failure_is_one_object_without_the_password() {
+    let mut script = ehlo_ok(&["AUTH PLAIN LOGIN"]);
+    script.extend([
+        e("AUTH PLAIN"),
+        r("535 5.7.8 Authentication credentials invalid"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(
+        &dir,
+        server.port(),
+        &format!("      user: alice\n      pass: {PASSWORD}\n      allow_insecure_auth: true"),
+    );
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--json",
+        "--transcript",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["exit_code"], 77, "{json}");
+    assert_eq!(json["error"]["kind"], "auth", "{json}");
+    assert_eq!(json["error"]["stage"], "auth", "{json}");
+    assert!(json["error"]["hint"].is_string(), "{json}");
+    assert!(
+        stderr(&out).contains("AUTH PLAIN <redacted>"),
+        "the transcript is on stderr: {}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains(PASSWORD),
+        "password leaked: {}",
+        text(&out)
+    );
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn send_json_bad_input_and_usage_errors_are_one_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, 25, NO_AUTH);
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "not-an-address",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["ok"], false, "{json}");
+    assert_eq!(json["exit_code"], 65, "{json}");
+    assert_eq!(json["error"]["kind"], "invalid_input", "{json}");
+    assert!(
+        stderr(&out).contains("--to: address \"not-an-address\" is not valid"),
+        "{}",
+        text(&out)
+    );
+
+    // A usage error: clap's message on stderr as always, and the object on stdout.
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["exit_code"], 64, "{json}");
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--to")),
+        "{json}"
+    );
+    assert!(stderr(&out).contains("error:"), "{}", text(&out));
+    // Without --json, a usage error leaves stdout empty.
+    let out = smtpkit(&["send", "--config", &cfg, "--subject", "s", "--text", "t"]).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn bench_json_is_one_object_on_success_and_failure() {
+    let mut script = ehlo_ok(&[]);
+    script.extend([
+        e("MAIL"),
+        r("250 ok"),
+        e("RCPT"),
+        r("250 ok"),
+        e("DATA"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 ok"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let port = server.port().to_string();
+    let out = smtpkit(&[
+        "bench",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--count",
+        "1",
+        "--size",
+        "300",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["exit_code"], 0, "{json}");
+    assert_eq!(json["sent"], 1, "{json}");
+    server.finish().await.assert_ok();
+
+    // Nothing listens: every message fails, still one object.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string();
+    let out = smtpkit(&[
+        "bench",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &closed,
+        "--count",
+        "1",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["ok"], false, "{json}");
+    assert_eq!(json["exit_code"], 75, "{json}");
+    assert_eq!(json["failed"], 1, "{json}");
+    assert_eq!(json["errors"]["connect"], 1, "{json}");
+
+    // A bad argument value: exit 64, one object.
+    let out = smtpkit(&[
+        "bench",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &closed,
+        "--count",
+        "0",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
+    assert!(
+        stderr(&out).contains("--count and --concurrency must be at least 1"),
+        "{}",
+        text(&out)
+    );
 }

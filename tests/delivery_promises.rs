@@ -335,3 +335,16 @@ async fn a_stuck_health_check_gives_up_after_its_own_short_deadline() {
     assert_eq!(truth.stored_with("second")[0].conn, 1);
     server.release();
 }
+
+#[tokio::test]
+async fn a_bare_535_without_an_enhanced_code_falls_back_too() {
+    falls_back_when(
+        Behaviour {
+            auth: true,
+            auth_reply: Some("535 Authentication failed"),
+            ..Behaviour::default()
+        },
+        "      user: me@gmail.example\n      pass: wrong-password\n      auth: plain\n      allow_insecure_auth: true\n",
+    )
+    .await;
+}

@@ -471,3 +471,215 @@ fn client_option_errors_name_the_key_that_caused_them() {
     assert_eq!(e.path(), "providers.email.config.ca_file", "{e}");
     assert!(e.message().contains("holds no certificate"), "{e}");
 }
+
+/// Loads `config_lines` as the one provider's settings plus a workflow step, with `env`.
+fn parse_with_env(yaml: &str) -> Result<Config, ConfigError> {
+    let env = |name: &str| match name {
+        "SMTP_PASSWORD" => Some("from-env".to_owned()),
+        "RELAY_HOST" => Some("relay.example.com".to_owned()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    };
+    Config::from_yaml_str_with_env(yaml, &env)
+}
+
+fn smtp_with(config_lines: &str) -> smtpkit::provider::SmtpSettings {
+    parse_with_env(&provider_yaml(config_lines))
+        .unwrap_or_else(|e| panic!("{config_lines}: {e}"))
+        .providers
+        .remove(0)
+        .smtp
+}
+
+/// Plain scalars that YAML would type as numbers or booleans, kept as written for string keys.
+const LITERALS: &[&str] = &[
+    "1.10",
+    "0x1F",
+    "0o17",
+    "1e3",
+    "1.0e+3",
+    "010",
+    "00123",
+    "+12",
+    "-0",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "True",
+    "FALSE",
+    "1_000",
+    "12345678901234567890123",
+    "0.1000000000000000055511151231257827",
+];
+
+#[test]
+fn string_keys_keep_plain_numbers_and_booleans_exactly_as_written() {
+    for literal in LITERALS {
+        let s = smtp_with(&format!(
+            "host: {literal}\nport: 587\nuser: {literal}\npass: {literal}\nfrom: {literal}\nfallback: [{literal}]"
+        ));
+        assert_eq!(s.host, *literal, "host");
+        assert_eq!(s.user.as_deref(), Some(*literal), "user");
+        assert_eq!(s.pass.as_ref().map(|p| p.expose()), Some(*literal), "pass");
+        assert_eq!(s.from, *literal, "from");
+        assert_eq!(s.fallback, [*literal], "fallback");
+
+        let yaml = format!(
+            "providers:\n  email:\n    name: {literal}\n    description: {literal}\n    provider: email\n    config: {{host: h, port: 25, user: u, pass: p, from: a@b.test}}\nworkflows:\n  - name: {literal}\n    steps:\n      - task: notify\n        type: email\n        config:\n          provider: [{literal}]\n          subject: {literal}\n          to: a@b.test\n          body: {{text: {literal}, html: {literal}}}\n"
+        );
+        let config = parse_with_env(&yaml).unwrap_or_else(|e| panic!("{literal}: {e}"));
+        let p = &config.providers[0];
+        assert_eq!(p.name.as_deref(), Some(*literal));
+        assert_eq!(p.description.as_deref(), Some(*literal));
+        let w = &config.workflows[0];
+        assert_eq!(w.name, *literal);
+        let WorkflowStep::Email(step) = &w.steps[0] else {
+            panic!("an email step")
+        };
+        assert_eq!(step.providers, [*literal]);
+        assert_eq!(step.subject, *literal);
+        assert_eq!(step.text.as_deref(), Some(*literal));
+        assert_eq!(step.html.as_deref(), Some(*literal));
+    }
+}
+
+#[test]
+fn a_recipient_written_as_a_number_is_reported_as_written() {
+    let yaml = "workflows:\n  - name: w\n    steps:\n      - task: notify\n        type: email\n        config:\n          provider: email\n          subject: s\n          to: [1.10]\n          body: {text: t}\n";
+    let e = err(yaml);
+    assert!(
+        e.starts_with("workflows[0].steps[0].config.to[0]: address \"1.10\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn numeric_and_boolean_keys_still_read_yaml_numbers_and_booleans() {
+    let s = smtp_with("host: h\nport: 0x24B\nuser: u\npass: p\nfrom: a@b.test\ntls_skip_verify: True\nrate_limit: {per_second: 10}");
+    assert_eq!(s.port, 587);
+    assert!(s.tls_skip_verify);
+    assert_eq!(s.rate_limit.per_second, 10);
+}
+
+#[test]
+fn version_written_unquoted_is_read_as_written() {
+    let config = parse_with_env("version: 1.0\n").expect("1.0 unquoted");
+    assert_eq!(config.version.as_deref(), Some("1.0"));
+    let e = err("version: 1.00\n");
+    assert!(
+        e.starts_with("version: unsupported version \"1.00\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_yaml_null_for_a_required_string_says_to_quote_it() {
+    for null in ["~", "null", "Null", "NULL"] {
+        let e = err(&provider_yaml(
+            &BASE.replace("pass: p", &format!("pass: {null}")),
+        ));
+        assert!(
+            e.starts_with("providers.email.config.pass: ")
+                && e.contains("no value")
+                && e.contains("quote"),
+            "{null}: {e}"
+        );
+    }
+    let e = err(&provider_yaml(&BASE.replace("user: u", "user:")));
+    assert!(
+        e.starts_with("providers.email.config.user: ") && e.contains("no value"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dollar_signs_are_kept_unless_they_escape_a_brace() {
+    for (written, read) in [
+        ("pa$$word", "pa$$word"),
+        ("$$", "$$"),
+        ("a$b$$c$$$d$", "a$b$$c$$$d$"),
+        ("cost $5 and $$HOME", "cost $5 and $$HOME"),
+        ("'{}$}{'", "{}$}{"),
+        ("'$${NOT_A_VAR}'", "${NOT_A_VAR}"),
+        ("'x$${'", "x${"),
+        ("'$$$${TWO}'", "$${TWO}"),
+        ("'$$${SMTP_PASSWORD}'", "$from-env"),
+        ("'${MISSING:-$${LITERAL}}'", "${LITERAL}"),
+        ("'${MISSING:-{a}}'", "{a}"),
+    ] {
+        let s = smtp_with(&BASE.replace("pass: p", &format!("pass: {written}")));
+        assert_eq!(s.pass.as_ref().map(|p| p.expose()), Some(read), "{written}");
+    }
+}
+
+#[test]
+fn defaults_may_hold_variables_nested_to_a_bounded_depth() {
+    for (written, read) in [
+        ("${MISSING:-${RELAY_HOST}}", "relay.example.com"),
+        ("${MISSING:-${ALSO_MISSING:-localhost}}", "localhost"),
+        ("${RELAY_HOST:-${MISSING}}", "relay.example.com"),
+        ("${EMPTY:-${RELAY_HOST}}", "relay.example.com"),
+        ("${MISSING:-a-${RELAY_HOST}-b}", "a-relay.example.com-b"),
+        ("x${MISSING:-${A:-${B:-${C:-deep}}}}y", "xdeepy"),
+    ] {
+        let s = smtp_with(&BASE.replace("host: smtp.example.com", &format!("host: {written}")));
+        assert_eq!(s.host, read, "{written}");
+    }
+    let e = err(&provider_yaml(&BASE.replace(
+        "host: smtp.example.com",
+        "host: ${MISSING:-${ALSO_MISSING}}",
+    )));
+    assert!(
+        e.starts_with("providers.email.config.host: environment variable ALSO_MISSING is not set"),
+        "{e}"
+    );
+    let too_deep = format!("{}x{}", "${A:-".repeat(9), "}".repeat(9));
+    let e = err(&provider_yaml(
+        &BASE.replace("host: smtp.example.com", &format!("host: '{too_deep}'")),
+    ));
+    assert!(
+        e.starts_with("providers.email.config.host: ") && e.contains("nested more than 8"),
+        "{e}"
+    );
+    let eight = format!("{}x{}", "${A:-".repeat(8), "}".repeat(8));
+    let s = smtp_with(&BASE.replace("host: smtp.example.com", &format!("host: '{eight}'")));
+    assert_eq!(s.host, "x");
+}
+
+#[test]
+fn config_errors_never_show_the_password() {
+    const SECRET: &str = "Zq7s3cr3t";
+    let values = [
+        format!("'{SECRET}${{unclosed'"),
+        format!("'{SECRET}${{bad name}}'"),
+        format!("'${{x {SECRET}}}'"),
+        format!("'${{x-{SECRET}}}'"),
+        format!("'${{{SECRET}:?message}}'"),
+        format!("'{SECRET}${{MISSING}}'"),
+        format!("'${{MISSING:-{SECRET}${{ALSO_MISSING}}}}'"),
+        format!("'${{MISSING:-{SECRET}'"),
+        format!("'{}{SECRET}{}'", "${A:-".repeat(9), "}".repeat(9)),
+        format!("[{SECRET}]"),
+        format!("{{{SECRET}: 1}}"),
+        format!("!tag {SECRET}"),
+        format!("!!int {SECRET}"),
+        format!("[!!float {SECRET}]"),
+    ];
+    for value in &values {
+        let yaml = provider_yaml(&BASE.replace("pass: p", &format!("pass: {value}")));
+        let e = parse_with_env(&yaml).expect_err(value);
+        assert!(
+            e.path() == "providers.email.config.pass" || e.to_string().contains("`pass`"),
+            "{value}: {e}"
+        );
+        assert!(!e.to_string().contains("s3cr3t"), "{value}: {e}");
+        assert!(!format!("{e:?}").contains("s3cr3t"), "{value}: {e:?}");
+    }
+    // A placeholder left in `pass` is reported without its text.
+    let yaml = provider_yaml(&BASE.replace("pass: p", "pass: <zq7s3cr3t>"));
+    let config = parse_with_env(&yaml).expect("loads");
+    let e = Mailer::new(&config, None).expect_err("placeholder");
+    assert_eq!(e.path(), "providers.email.config.pass");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    assert!(!format!("{e:?}").contains("s3cr3t"), "{e:?}");
+}

@@ -15,6 +15,7 @@ use smtpkit::proto::{Address, ClientName};
 
 use super::delay_proxy;
 use super::exit;
+use super::output::{self, Failure};
 
 /// Whether to pipeline when the server offers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,7 +58,7 @@ pub struct BenchArgs {
     /// next message's commands, so one message costs one round trip (1 = no overlap).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Print one JSON object.
+    /// Print exactly one JSON object on stdout, on success and on failure.
     #[arg(long)]
     pub json: bool,
 }
@@ -107,8 +108,13 @@ struct Tally {
 
 pub async fn run(args: BenchArgs) -> u8 {
     if args.count == 0 || args.concurrency == 0 {
-        eprintln!("✗ --count and --concurrency must be at least 1");
-        return exit::USAGE;
+        return Failure::new(
+            "usage",
+            "arguments",
+            "--count and --concurrency must be at least 1",
+            exit::USAGE,
+        )
+        .report(args.json);
     }
     let target: SocketAddr = match tokio::net::lookup_host((args.host.as_str(), args.port))
         .await
@@ -116,16 +122,27 @@ pub async fn run(args: BenchArgs) -> u8 {
     {
         Ok(Some(a)) => a,
         _ => {
-            eprintln!("✗ cannot resolve {}:{}", args.host, args.port);
-            return exit::TEMP_FAIL;
+            return Failure::new(
+                "connect",
+                "connect",
+                format!("cannot resolve {}:{}", args.host, args.port),
+                exit::TEMP_FAIL,
+            )
+            .with_hint("Verify the host name (--host).")
+            .report(args.json)
         }
     };
     let addr = match args.rtt {
         Some(ms) => match delay_proxy::start(target, Duration::from_millis(ms)).await {
             Ok(a) => a,
             Err(e) => {
-                eprintln!("✗ cannot start the delay proxy: {e}");
-                return exit::TEMP_FAIL;
+                return Failure::new(
+                    "io",
+                    "connect",
+                    format!("cannot start the delay proxy: {e}"),
+                    exit::TEMP_FAIL,
+                )
+                .report(args.json)
             }
         },
         None => target,
@@ -136,20 +153,20 @@ pub async fn run(args: BenchArgs) -> u8 {
         disable_pipelining: args.pipelining == Pipelining::Off,
         ..ClientOptions::default()
     };
-    let (Ok(from), Ok(to)) = (
-        Address::new("bench@smtpkit.test"),
-        Address::new("sink@smtpkit.test"),
-    ) else {
-        return exit::DATA_ERR;
-    };
-    let Ok(envelope) = Envelope::new(from, vec![to]) else {
-        return exit::DATA_ERR;
+    let envelope = match Address::new("bench@smtpkit.test").and_then(|from| {
+        Address::new("sink@smtpkit.test").and_then(|to| Envelope::new(from, vec![to]))
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            return Failure::new("invalid_input", "input", e, exit::DATA_ERR).report(args.json)
+        }
     };
     let message = Arc::new(generate_message(args.size));
     let envelope = Arc::new(envelope);
     let next = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let progress = if std::io::stderr().is_terminal() && !args.json {
+    // Progress is for people watching stderr; with --json too, stdout stays the one object.
+    let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(args.count as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
@@ -251,7 +268,8 @@ pub async fn run(args: BenchArgs) -> u8 {
         p.finish_and_clear();
     }
     let Ok(mut tally) = tally.lock().map(|mut t| std::mem::take(&mut *t)) else {
-        return exit::TEMP_FAIL;
+        return Failure::new("io", "delivery", "a worker panicked", exit::TEMP_FAIL)
+            .report(args.json);
     };
     tally.latencies.sort_unstable();
     let sent = tally.latencies.len();
@@ -262,27 +280,31 @@ pub async fn run(args: BenchArgs) -> u8 {
     let p99 = percentile(&tally.latencies, 99.0);
     let cpu_us_per_msg = cpu.map(|c| c.as_secs_f64() * 1e6 / sent.max(1) as f64);
     let failed: usize = tally.errors.values().sum();
+    let code = if failed > 0 {
+        exit::TEMP_FAIL
+    } else {
+        exit::OK
+    };
     if args.json {
-        out!(
-            "{}",
-            json!({
-                "sent": sent,
-                "failed": failed,
-                "seconds": secs,
-                "msgs_per_sec": msgs_per_sec,
-                "mb_per_sec": mb_per_sec,
-                "p50_ms": p50.as_secs_f64() * 1e3,
-                "p99_ms": p99.as_secs_f64() * 1e3,
-                "connections": tally.connections,
-                "errors": tally.errors,
-                "cpu_us_per_msg": cpu_us_per_msg,
-                "concurrency": args.concurrency,
-                "size": message.len(),
-                "rtt_ms": args.rtt,
-                "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
-                "batch": args.batch,
-            })
-        );
+        output::print_json(&json!({
+            "ok": code == exit::OK,
+            "exit_code": code,
+            "sent": sent,
+            "failed": failed,
+            "seconds": secs,
+            "msgs_per_sec": msgs_per_sec,
+            "mb_per_sec": mb_per_sec,
+            "p50_ms": p50.as_secs_f64() * 1e3,
+            "p99_ms": p99.as_secs_f64() * 1e3,
+            "connections": tally.connections,
+            "errors": tally.errors,
+            "cpu_us_per_msg": cpu_us_per_msg,
+            "concurrency": args.concurrency,
+            "size": message.len(),
+            "rtt_ms": args.rtt,
+            "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
+            "batch": args.batch,
+        }));
     } else {
         out!(
             "{sent} sent, {failed} failed in {secs:.2} s: {msgs_per_sec:.0} msgs/s, {mb_per_sec:.2} MB/s; \
@@ -298,11 +320,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             out!("  {n} × {kind}");
         }
     }
-    if failed > 0 {
-        exit::TEMP_FAIL
-    } else {
-        exit::OK
-    }
+    code
 }
 
 #[cfg(test)]

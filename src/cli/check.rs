@@ -1,4 +1,7 @@
 //! `smtpkit check`: walk connect → TLS → EHLO → AUTH → QUIT and explain what fails.
+//!
+//! The walk, each step with its verdict (the failing one with its hint), is the command's
+//! result and goes to stdout; a configuration error, the transcript and warnings go to stderr.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,6 +12,7 @@ use smtpkit::provider::{Config, Mailer};
 use smtpkit::Error;
 
 use super::exit;
+use super::output::Failure;
 
 /// Check a provider step by step: connect, TLS, EHLO, AUTH, QUIT.
 #[derive(Args, Debug)]
@@ -109,19 +113,14 @@ fn capabilities_line(conn: &Connection) -> String {
 }
 
 pub async fn run(args: CheckArgs) -> u8 {
+    // A configuration error is a diagnostic like any other command's: stderr, stdout empty.
     let config = match Config::from_files(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            out!("✗ configuration: {e}");
-            return exit::CONFIG;
-        }
+        Err(e) => return Failure::config_error(&e).report(false),
     };
     let mailer = match Mailer::new(&config, args.provider.as_deref()) {
         Ok(m) => m,
-        Err(e) => {
-            out!("✗ configuration: {e}");
-            return exit::CONFIG;
-        }
+        Err(e) => return Failure::config_error(&e).report(false),
     };
     let settings = mailer.settings();
     let mut options = mailer.client_options().clone();

@@ -28,7 +28,56 @@ pub mod serve;
 
 use clap::{Parser, Subcommand};
 
-/// smtpkit: an SMTP client written from the wire up, and the `email.smtp` notification provider.
+/// Shows a command-line parsing error as clap does (`--help` and `--version` on stdout, exit
+/// 0; a usage error on stderr, exit 64). With `--json` among the arguments, a usage error also
+/// prints its one JSON object on stdout, as every other failure does.
+pub fn parse_error(e: &clap::Error) -> u8 {
+    let _ = e.print();
+    if !e.use_stderr() {
+        return exit::OK;
+    }
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if json {
+        output::print_json(&usage_failure(e).json());
+    }
+    exit::USAGE
+}
+
+/// clap's message, in one line, with its usage line as the hint.
+fn usage_failure(e: &clap::Error) -> output::Failure {
+    // Display of the rendered error is plain text, without terminal colours.
+    let rendered = e.render().to_string();
+    let mut paragraphs = rendered.split("\n\n").map(|p| {
+        p.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+    });
+    // "error: the following required arguments were not provided:" and one line per argument.
+    let first = paragraphs.next().unwrap_or_default();
+    let mut message = first.first().copied().unwrap_or_default().to_owned();
+    if first.len() > 1 {
+        message = format!("{message} {}", first[1..].join(", "));
+    }
+    let message = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned();
+    let rest: Vec<String> = paragraphs
+        .filter(|p| !p.is_empty())
+        .map(|p| p.join(" "))
+        .collect();
+    let failure = output::Failure::new("usage", "arguments", message, exit::USAGE);
+    if rest.is_empty() {
+        failure
+    } else {
+        failure.with_hint(rest.join(" "))
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "smtpkit",
@@ -36,7 +85,11 @@ use clap::{Parser, Subcommand};
     about,
     after_help = "Exit codes (sysexits): 0 sent, 64 usage, 65 bad address or message, 69 rejected permanently (5xx),
 75 temporary failure (4xx, connection, timeout), 76 protocol error, 77 auth failed or TLS unavailable,
-78 configuration error."
+78 configuration error.
+
+Output: results on stdout; progress, attempt lines, the transcript and diagnostics (errors, hints,
+configuration errors) on stderr. --json prints exactly one JSON object on stdout, on success and
+on failure, with `ok` and `exit_code`."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -7,7 +7,7 @@ use smtpkit::message::{Attachment, Mailbox, Notification};
 use smtpkit::provider::{Config, Mailer};
 
 use super::exit;
-use super::output;
+use super::output::{self, Failure};
 
 /// Send one message.
 #[derive(Args, Debug)]
@@ -61,7 +61,8 @@ pub struct SendArgs {
     /// File(s) to attach.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub attach: Vec<PathBuf>,
-    /// Print one JSON object with the result.
+    /// Print exactly one JSON object on stdout, on success and on failure (progress and
+    /// diagnostics still go to stderr).
     #[arg(long)]
     pub json: bool,
     /// Print the SMTP conversation to stderr (secrets redacted).
@@ -119,30 +120,24 @@ fn notification(args: &SendArgs) -> Result<Notification, String> {
 pub async fn run(args: SendArgs) -> u8 {
     let config = match Config::from_files(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("✗ configuration: {e}");
-            return exit::CONFIG;
-        }
+        Err(e) => return Failure::config_error(&e).report(args.json),
     };
     let transcript = args.transcript.then(output::stderr_transcript);
     let mailer = match Mailer::with_options(&config, args.provider.as_deref(), transcript) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("✗ configuration: {e}");
-            return exit::CONFIG;
-        }
+        Err(e) => return Failure::config_error(&e).report(args.json),
     };
     let notification = match notification(&args) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("✗ {e}");
-            return exit::DATA_ERR;
+            return Failure::new("invalid_input", "input", e, exit::DATA_ERR).report(args.json)
         }
     };
     let code = match mailer.send(&notification).await {
         Ok(report) => {
             if args.json {
-                out!("{}", output::report_json(&report));
+                output::print_report_diagnostics(&report);
+                output::print_json(&output::report_json(&report));
             } else {
                 output::print_report(&report);
             }
@@ -150,10 +145,10 @@ pub async fn run(args: SendArgs) -> u8 {
             output::report_exit(&report)
         }
         Err(err) => {
+            // The diagnosis goes to stderr either way; with --json stdout carries the object.
+            output::print_error(mailer.provider(), &err);
             if args.json {
-                out!("{}", output::error_json(mailer.provider(), &err));
-            } else {
-                output::print_error(mailer.provider(), &err);
+                output::print_json(&output::error_json(mailer.provider(), &err));
             }
             exit::for_error(&err.error)
         }

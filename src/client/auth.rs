@@ -1,6 +1,10 @@
 //! AUTH (RFC 4954): mechanism choice, the challenge loop, and the refusal to send credentials
 //! in the clear.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use super::connection::Connection;
 use super::tls::Security;
 use crate::error::{Error, ErrorKind, Result, Stage};
@@ -9,7 +13,55 @@ use crate::proto::{
     reject_control, Command, InvalidInput, Mechanism, Reply, SaslExchange, SaslStep, Secret,
 };
 
-/// A user name and its password (or OAuth 2.0 token for XOAUTH2). `Debug` never shows the secret.
+/// What [`SecretSource::secret`] returns.
+pub type SecretFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret>> + Send + 'a>>;
+
+/// Where a password or token comes from when it can change while the program runs: a rotated
+/// password read from a vault, an OAuth 2.0 access token refreshed before it expires. Asked
+/// each time a session authenticates, so a pool's new sessions use the current secret.
+///
+/// ```
+/// use std::sync::Arc;
+/// use smtpkit::client::{Credentials, SecretFuture, SecretSource};
+/// use smtpkit::proto::Secret;
+///
+/// /// Reads the password from a file each time (a secret rotated by another program).
+/// #[derive(Debug)]
+/// struct PasswordFile(std::path::PathBuf);
+///
+/// impl SecretSource for PasswordFile {
+///     fn secret(&self) -> SecretFuture<'_> {
+///         Box::pin(async move {
+///             let text = tokio::fs::read_to_string(&self.0).await.map_err(|e| {
+///                 smtpkit::Error::new(smtpkit::ErrorKind::Auth, smtpkit::Stage::Auth, "cannot read the password file")
+///                     .with_source(e)
+///             })?;
+///             Ok(Secret::new(text.trim_end()))
+///         })
+///     }
+/// }
+///
+/// let credentials = Credentials::from_source("relay-user", Arc::new(PasswordFile("/run/secrets/smtp".into())))?;
+/// # let _ = credentials;
+/// # Ok::<(), smtpkit::proto::InvalidInput>(())
+/// ```
+pub trait SecretSource: std::fmt::Debug + Send + Sync + 'static {
+    /// The secret to authenticate with now. An error ends the session's AUTH with it (never
+    /// put the secret itself in it).
+    ///
+    /// Cancel safety: the future may be dropped (a timeout, a cancelled send); it must leave
+    /// nothing half-done that a later call would trip over.
+    fn secret(&self) -> SecretFuture<'_>;
+}
+
+#[derive(Clone)]
+enum SecretKind {
+    Fixed(Secret),
+    Source(Arc<dyn SecretSource>),
+}
+
+/// A user name and its password (or OAuth 2.0 token for XOAUTH2), fixed or from a
+/// [`SecretSource`]. `Debug` never shows the secret.
 ///
 /// ```
 /// use smtpkit::client::Credentials;
@@ -18,10 +70,21 @@ use crate::proto::{
 /// assert!(!format!("{c:?}").contains("SG.secret"));
 /// # Ok::<(), smtpkit::proto::InvalidInput>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Credentials {
     username: String,
-    secret: Secret,
+    secret: SecretKind,
+}
+
+/// A NUL would break PLAIN's framing, a line end the command line.
+fn check_secret(secret: &Secret) -> Result<(), InvalidInput> {
+    if secret.expose().chars().any(char::is_control) {
+        return Err(InvalidInput::ControlCharacter {
+            what: "password",
+            value: "<redacted>".into(),
+        });
+    }
+    Ok(())
 }
 
 impl Credentials {
@@ -29,13 +92,25 @@ impl Credentials {
     pub fn new(username: impl Into<String>, secret: Secret) -> Result<Credentials, InvalidInput> {
         let username = username.into();
         reject_control("user name", &username)?;
-        if secret.expose().chars().any(char::is_control) {
-            return Err(InvalidInput::ControlCharacter {
-                what: "password",
-                value: "<redacted>".into(),
-            });
-        }
-        Ok(Credentials { username, secret })
+        check_secret(&secret)?;
+        Ok(Credentials {
+            username,
+            secret: SecretKind::Fixed(secret),
+        })
+    }
+
+    /// A user name whose secret `source` gives each time a session authenticates (checked
+    /// then for control characters).
+    pub fn from_source(
+        username: impl Into<String>,
+        source: Arc<dyn SecretSource>,
+    ) -> Result<Credentials, InvalidInput> {
+        let username = username.into();
+        reject_control("user name", &username)?;
+        Ok(Credentials {
+            username,
+            secret: SecretKind::Source(source),
+        })
     }
 
     /// The user name.
@@ -43,18 +118,50 @@ impl Credentials {
         &self.username
     }
 
-    /// The password or token.
-    pub fn secret(&self) -> &Secret {
-        &self.secret
+    /// The password or token, when it is fixed; `None` for one from a [`SecretSource`].
+    pub fn secret(&self) -> Option<&Secret> {
+        match &self.secret {
+            SecretKind::Fixed(s) => Some(s),
+            SecretKind::Source(_) => None,
+        }
+    }
+
+    /// The secret to use now: the fixed one, or what the source gives.
+    pub(crate) async fn current_secret(&self) -> Result<Secret> {
+        match &self.secret {
+            SecretKind::Fixed(s) => Ok(s.clone()),
+            SecretKind::Source(source) => {
+                let secret = source.secret().await?;
+                check_secret(&secret).map_err(|e| auth_error(e.to_string()))?;
+                Ok(secret)
+            }
+        }
     }
 }
 
+impl PartialEq for Credentials {
+    /// Same user name and the same fixed secret, or the same source.
+    fn eq(&self, other: &Credentials) -> bool {
+        self.username == other.username
+            && match (&self.secret, &other.secret) {
+                (SecretKind::Fixed(a), SecretKind::Fixed(b)) => a == b,
+                (SecretKind::Source(a), SecretKind::Source(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Credentials {}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("secret", &self.secret)
-            .finish()
+        let mut d = f.debug_struct("Credentials");
+        d.field("username", &self.username);
+        match &self.secret {
+            SecretKind::Fixed(s) => d.field("secret", s),
+            SecretKind::Source(source) => d.field("secret_source", source),
+        };
+        d.finish()
     }
 }
 
@@ -78,31 +185,33 @@ impl Connection {
         mechanism: Option<Mechanism>,
     ) -> Result<Reply> {
         self.refuse_while_awaiting_body(Stage::Auth)?;
+        // Before the exchange begins: a slow or cancelled secret source leaves the session
+        // untouched.
+        let secret = credentials.current_secret().await?;
         self.wire().begin(Stage::Auth)?;
-        let result = self.auth_exchange(credentials, mechanism).await;
+        let result = self
+            .auth_exchange(credentials.username(), secret, mechanism)
+            .await;
         self.wire().end();
         result
     }
 
     async fn auth_exchange(
         &mut self,
-        credentials: &Credentials,
+        username: &str,
+        secret: Secret,
         mechanism: Option<Mechanism>,
     ) -> Result<Reply> {
-        if self.tls_info().is_none()
-            && !(self.options().security == Security::None && self.options().allow_insecure_auth)
-        {
+        let insecure_allowed =
+            self.options().security == Security::None && self.options().allow_insecure_auth;
+        if !(self.is_secure() || insecure_allowed) {
             return Err(auth_error(
                 "refusing to send credentials over an unencrypted connection (use STARTTLS or implicit TLS; \
                  `allow_insecure_auth` with `security: none` only on a trusted network)",
             ));
         }
         let mechanism = self.choose_mechanism(mechanism)?;
-        let mut exchange = SaslExchange::new(
-            mechanism,
-            credentials.username(),
-            credentials.secret().clone(),
-        );
+        let mut exchange = SaslExchange::new(mechanism, username, secret);
         let limit = self.options().timeouts().command;
         let auth = Command::Auth {
             mechanism: mechanism.command_name(),

@@ -7,9 +7,9 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::options::{host_client_name, ClientOptions};
+use super::stream::Stream;
 use super::tls::{Security, TlsInfo};
 use super::transcript::{record, Direction, Transcript};
-use super::transport::Transport;
 use super::wire::Wire;
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::proto::{Capabilities, ClientName, Command, Reply, ReplyCode};
@@ -44,6 +44,37 @@ pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Resul
     Ok(stream)
 }
 
+/// Opens the stream under a session: the options' connector, else TCP with TCP_NODELAY.
+/// Returns the local address when it is known (for the EHLO name).
+async fn open_stream(
+    host: &str,
+    port: u16,
+    options: &ClientOptions,
+) -> Result<(Box<dyn Stream>, Option<SocketAddr>)> {
+    let limit = options.timeouts().connect;
+    let Some(connector) = &options.connector else {
+        let stream = connect_tcp(host, port, limit).await?;
+        let local = stream.local_addr().ok();
+        return Ok((Box::new(stream), local));
+    };
+    match timeout(limit, connector.connect(host, port)).await {
+        Ok(Ok(stream)) => Ok((stream, None)),
+        Ok(Err(e)) => Err(Error::new(
+            ErrorKind::Connect,
+            Stage::Connect,
+            format!("cannot connect to {host}:{port} through {connector:?}: {e}"),
+        )
+        .with_source(e)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            Stage::Connect,
+            format!(
+                "cannot connect to {host}:{port} through {connector:?}: no answer within {limit:?}"
+            ),
+        )),
+    }
+}
+
 /// What a session knows whatever its state: the framed stream and how it was opened.
 struct Session {
     wire: Wire,
@@ -53,6 +84,8 @@ struct Session {
     /// The name used for SNI and certificate checks.
     server_name: String,
     tls: Option<TlsInfo>,
+    /// The caller declared the stream secure (its own TLS, a tunnel): AUTH may go over it.
+    secured_by_caller: bool,
 }
 
 /// A session whose server has greeted with `220` but that has not said EHLO yet.
@@ -68,13 +101,12 @@ impl Greeted {
     ///
     /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
     pub async fn open(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
-        let stream = connect_tcp(host, port, options.timeouts().connect).await?;
-        let local = stream.local_addr().ok();
+        let (stream, local) = open_stream(host, port, &options).await?;
         let server_name = options
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host.to_owned());
-        Greeted::over(Box::new(stream), local, server_name, None, options).await
+        Greeted::over(stream, local, server_name, None, options).await
     }
 
     /// Connects to `host:port`, runs the TLS handshake at once (implicit TLS, RFC 8314) and
@@ -84,24 +116,25 @@ impl Greeted {
     pub async fn open_tls(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
         let connector = options.tls_connector(Stage::Connect)?;
         let limit = options.timeouts().connect;
-        let stream = connect_tcp(host, port, limit).await?;
-        let local = stream.local_addr().ok();
+        let (stream, local) = open_stream(host, port, &options).await?;
         let server_name = options
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host.to_owned());
         let (stream, info) = connector
-            .handshake(Box::new(stream), &server_name, Stage::Connect, limit)
+            .handshake(stream, &server_name, Stage::Connect, limit)
             .await?;
         note_tls(options.transcript.as_ref(), &info);
         Greeted::over(stream, local, server_name, Some(info), options).await
     }
 
     /// Runs a session over any stream (an in-memory duplex, a stream you secured yourself)
-    /// and waits for the greeting.
+    /// and waits for the greeting. The stream counts as plain text: AUTH needs
+    /// [`Security::None`] with `allow_insecure_auth`, or STARTTLS; see
+    /// [`Greeted::from_secured_stream`] for a stream that is already protected.
     ///
     /// Cancel safety: the stream is dropped with the future.
-    pub async fn from_stream(stream: impl Transport, options: ClientOptions) -> Result<Greeted> {
+    pub async fn from_stream(stream: impl Stream, options: ClientOptions) -> Result<Greeted> {
         let server_name = options
             .tls_server_name
             .clone()
@@ -109,8 +142,22 @@ impl Greeted {
         Greeted::over(Box::new(stream), None, server_name, None, options).await
     }
 
+    /// Like [`Greeted::from_stream`], over a stream the caller has already protected (TLS it
+    /// set up itself, an SSH or WireGuard tunnel, a Unix socket to a local relay): AUTH may go
+    /// over it without STARTTLS, and STARTTLS is refused.
+    ///
+    /// Cancel safety: the stream is dropped with the future.
+    pub async fn from_secured_stream(
+        stream: impl Stream,
+        options: ClientOptions,
+    ) -> Result<Greeted> {
+        let mut greeted = Greeted::from_stream(stream, options).await?;
+        greeted.session.secured_by_caller = true;
+        Ok(greeted)
+    }
+
     async fn over(
-        stream: Box<dyn Transport>,
+        stream: Box<dyn Stream>,
         local: Option<SocketAddr>,
         server_name: String,
         tls: Option<TlsInfo>,
@@ -150,6 +197,7 @@ impl Greeted {
                 client_name,
                 server_name,
                 tls,
+                secured_by_caller: false,
             },
         })
     }
@@ -265,11 +313,37 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Runs a session over any stream: greeting, then EHLO (no TLS, no AUTH).
+    /// Runs a session over any stream: greeting, then EHLO (no TLS, no AUTH). The stream
+    /// counts as plain text; see [`Connection::from_secured_stream`].
     ///
     /// Cancel safety: the stream is dropped with the future.
-    pub async fn from_stream(stream: impl Transport, options: ClientOptions) -> Result<Connection> {
+    pub async fn from_stream(stream: impl Stream, options: ClientOptions) -> Result<Connection> {
         Greeted::from_stream(stream, options).await?.ehlo().await
+    }
+
+    /// Runs a session over a stream the caller has already protected (its own TLS, a
+    /// tunnel): greeting, EHLO, then AUTH when the options carry credentials — allowed here
+    /// as over smtpkit's own TLS. STARTTLS is refused on such a session.
+    ///
+    /// ```no_run
+    /// use smtpkit::client::{ClientOptions, Connection, Credentials};
+    /// use smtpkit::proto::Secret;
+    /// # async fn run(tunnel: tokio::net::UnixStream) -> smtpkit::Result<()> {
+    /// let mut conn = Connection::from_secured_stream(tunnel, ClientOptions::default()).await?;
+    /// let credentials = Credentials::new("relay-user", Secret::new("relay-pass"))?;
+    /// conn.authenticate(&credentials, None).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety: the stream is dropped with the future.
+    pub async fn from_secured_stream(
+        stream: impl Stream,
+        options: ClientOptions,
+    ) -> Result<Connection> {
+        Greeted::from_secured_stream(stream, options)
+            .await?
+            .ehlo()
+            .await
     }
 
     /// Upgrades to TLS with STARTTLS (RFC 3207), then says EHLO again.
@@ -283,7 +357,7 @@ impl Connection {
     pub async fn starttls(mut self) -> Result<Connection> {
         let stage = Stage::StartTls;
         self.session.wire.begin(stage)?;
-        if self.session.tls.is_some() {
+        if self.session.tls.is_some() || self.session.secured_by_caller {
             // RFC 3207 §4.2: a STARTTLS offer after TLS is ignored, never acted on.
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -339,6 +413,7 @@ impl Connection {
                 client_name,
                 server_name,
                 tls: Some(info),
+                secured_by_caller: false,
             },
             capabilities,
         })
@@ -359,6 +434,11 @@ impl Connection {
             quit_quietly(&mut self.session.wire, grace).await;
         }
         self.session.wire.shutdown(grace).await;
+    }
+
+    /// Adds an informational line to the transcript.
+    pub(crate) fn note(&self, line: &str) {
+        self.session.wire.note(line);
     }
 
     pub(crate) fn wire(&mut self) -> &mut Wire {
@@ -382,6 +462,12 @@ impl Connection {
     /// What the TLS handshake settled; `None` for a plain-text session.
     pub fn tls_info(&self) -> Option<&TlsInfo> {
         self.session.tls.as_ref()
+    }
+
+    /// True when the session is protected: by smtpkit's TLS, or by the caller
+    /// ([`Connection::from_secured_stream`]).
+    pub fn is_secure(&self) -> bool {
+        self.session.tls.is_some() || self.session.secured_by_caller
     }
 
     /// The name this client gives in EHLO.

@@ -15,19 +15,24 @@
 
 mod auth;
 mod connection;
+mod connector;
 mod envelope;
 mod options;
+mod sender;
+mod stream;
 mod timeouts;
 mod tls;
 mod transaction;
 mod transcript;
-mod transport;
 mod wire;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, SecretFuture, SecretSource};
 pub use connection::{Connection, Greeted};
+pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;
 pub use options::ClientOptions;
+pub use sender::{Sender, Sent};
+pub use stream::Stream;
 pub use timeouts::Timeouts;
 #[cfg(feature = "certificate-summary")]
 pub use tls::CertificateSummary;
@@ -35,4 +40,3 @@ pub use tls::{Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
 pub(crate) use transcript::record_note;
 pub use transcript::{Direction, Transcript, TranscriptBuffer};
-pub use transport::Transport;

@@ -1,6 +1,7 @@
 //! What a client needs to know to open a session.
 
 use super::auth::Credentials;
+use super::connector::SharedConnector;
 use super::timeouts::Timeouts;
 use super::tls::{Security, TlsConnector};
 use super::transcript::Transcript;
@@ -48,6 +49,8 @@ pub struct ClientOptions {
     /// Send each command in lock-step even when the server offers PIPELINING (for
     /// measurements and for servers that announce it but get it wrong).
     pub disable_pipelining: bool,
+    /// How the byte stream to the server is opened; `None` is plain TCP with TCP_NODELAY.
+    pub connector: Option<SharedConnector>,
 }
 
 impl ClientOptions {

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector as RustlsConnector;
 
-use super::transport::Transport;
+use super::stream::Stream;
 use crate::error::{Error, ErrorKind, Result, Stage};
 
 /// How the session is protected.
@@ -208,11 +208,11 @@ impl TlsConnector {
     /// carry it and say which it was.
     pub(crate) async fn handshake(
         &self,
-        stream: Box<dyn Transport>,
+        stream: Box<dyn Stream>,
         host: &str,
         stage: Stage,
         limit: std::time::Duration,
-    ) -> Result<(Box<dyn Transport>, TlsInfo)> {
+    ) -> Result<(Box<dyn Stream>, TlsInfo)> {
         let name = ServerName::try_from(host.to_owned()).map_err(|_| {
             Error::new(
                 ErrorKind::Tls,

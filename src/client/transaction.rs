@@ -3,7 +3,7 @@
 use super::connection::Connection;
 use super::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result, Stage};
-use crate::proto::{Address, Command, DotStuffer, Parameter, Reply, ReplyCode};
+use crate::proto::{Address, Command, DotStuffer, Offered, Parameter, Reply, ReplyCode};
 
 /// What the server said to one RCPT TO.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,25 +305,33 @@ impl Connection {
                 ));
             }
         }
-        let params = if self.capabilities.size() {
+        let mut params = if self.capabilities.size() {
             let mut p = vec![Parameter::size(message_size)];
             p.extend(params);
             p
         } else {
             params
         };
+        let drop_unsupported = envelope.mail_params().drop_unsupported;
+        let offered = envelope
+            .mail_params()
+            .parameters()
+            .map_err(|e| Error::invalid(Stage::MailFrom, e))?;
+        params.extend(self.extension_parameters(offered, drop_unsupported, Stage::MailFrom)?);
         let mail = Command::MailFrom {
             from: envelope.from().clone(),
             params,
         };
-        let rcpts: Vec<Command> = envelope
-            .to()
-            .iter()
-            .map(|to| Command::RcptTo {
+        let mut rcpts: Vec<Command> = Vec::with_capacity(envelope.to().len());
+        for (to, rcpt_params) in envelope.to().iter().zip(envelope.rcpt_params()) {
+            let offered = rcpt_params
+                .parameters()
+                .map_err(|e| Error::invalid(Stage::RcptTo, e))?;
+            rcpts.push(Command::RcptTo {
                 to: to.clone(),
-                params: Vec::new(),
-            })
-            .collect();
+                params: self.extension_parameters(offered, drop_unsupported, Stage::RcptTo)?,
+            });
+        }
         let mut group = Vec::with_capacity(64 * (rcpts.len() + 2));
         let mut group_lines = Vec::with_capacity(rcpts.len() + 2);
         for (command, stage) in std::iter::once((&mail, Stage::MailFrom))
@@ -344,6 +352,49 @@ impl Connection {
             wire_body,
             body_len: message.len(),
         })
+    }
+
+    /// The envelope's extension parameters this server may receive, each only when it offers
+    /// the extension (RFC 3461 §4, RFC 6710 §2); the others are an error, or dropped with a
+    /// note when the envelope says so. REQUIRETLS is never dropped, and needs a session under
+    /// TLS as well (RFC 8689 §4.2).
+    fn extension_parameters(
+        &self,
+        offered: Vec<Offered>,
+        drop_unsupported: bool,
+        stage: Stage,
+    ) -> Result<Vec<Parameter>> {
+        let mut params = Vec::with_capacity(offered.len());
+        for o in offered {
+            let keyword = o.parameter.keyword().to_owned();
+            if keyword == "REQUIRETLS" && !self.is_secure() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    stage,
+                    "REQUIRETLS needs a session under TLS (RFC 8689 §4.2)",
+                ));
+            }
+            if self.capabilities.has(o.extension) {
+                params.push(o.parameter);
+            } else if drop_unsupported && keyword != "REQUIRETLS" {
+                let note = format!(
+                    "dropped {keyword}: the server does not offer {}",
+                    o.extension
+                );
+                tracing::warn!("{note}");
+                self.note(&note);
+            } else {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    stage,
+                    format!(
+                        "{keyword} needs the {} extension, which the server does not offer",
+                        o.extension
+                    ),
+                ));
+            }
+        }
+        Ok(params)
     }
 
     /// BODY and SMTPUTF8 parameters, only when the message needs them; an error when it needs
@@ -574,6 +625,14 @@ impl Connection {
             }
         }
         (Err(error), false)
+    }
+}
+
+impl super::sender::Sender for Connection {
+    async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<super::sender::Sent> {
+        self.send_mail(envelope, message)
+            .await
+            .map(|report| super::sender::Sent::from(&report))
     }
 }
 

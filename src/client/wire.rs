@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
+use super::stream::Stream;
 use super::transcript::{record, Direction, Transcript};
-use super::transport::Transport;
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::proto::{Command, Reply, ReplyCode, ReplyParser};
 
@@ -21,7 +21,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// The framed stream. Knows nothing of SMTP's sequence, only of lines and replies.
 pub(crate) struct Wire {
-    stream: Box<dyn Transport>,
+    stream: Box<dyn Stream>,
     parser: ReplyParser,
     read_buf: Box<[u8]>,
     out: Vec<u8>,
@@ -36,7 +36,7 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
-    pub(crate) fn new(stream: Box<dyn Transport>, transcript: Option<Transcript>) -> Wire {
+    pub(crate) fn new(stream: Box<dyn Stream>, transcript: Option<Transcript>) -> Wire {
         Wire {
             stream,
             parser: ReplyParser::new(),
@@ -329,10 +329,7 @@ impl Wire {
     /// Gives up the stream for a TLS handshake. RFC 3207 §4.2: any byte the server sent after
     /// its 220 to STARTTLS and before the handshake is an attack (response injection,
     /// CVE-2011-0411 class), so buffered bytes are an error.
-    pub(crate) fn into_stream(
-        self,
-        stage: Stage,
-    ) -> Result<(Box<dyn Transport>, Option<Transcript>)> {
+    pub(crate) fn into_stream(self, stage: Stage) -> Result<(Box<dyn Stream>, Option<Transcript>)> {
         let pending = self.parser.buffered_len();
         if pending > 0 {
             return Err(Error::new(

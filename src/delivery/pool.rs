@@ -289,6 +289,15 @@ async fn reap_idle(shared: Weak<Shared>) {
     }
 }
 
+impl crate::client::Sender for Pool {
+    /// A session from the pool (see [`Pool::get`]), then [`Connection::send_mail`].
+    async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> Result<crate::client::Sent> {
+        let mut session = self.get().await?;
+        let report = session.send_mail(envelope, message).await?;
+        Ok(crate::client::Sent::from(&report))
+    }
+}
+
 /// A session lent by a [`Pool`]; it goes back when dropped (if still usable and within limits).
 pub struct PooledConnection {
     conn: Option<Connection>,

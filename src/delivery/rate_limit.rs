@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 /// What a rate limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RateCount {
     /// Each message counts one, whatever its recipients (the default).
     #[default]

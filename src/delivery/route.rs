@@ -47,6 +47,8 @@ impl Route {
 struct Entry {
     address: Address,
     status: Option<RecipientStatus>,
+    /// What its last refusal means, when it was refused.
+    verdict: Option<Verdict>,
     /// The route whose provider refused it for reasons of its own (policy, quota): the others
     /// may still try.
     refused_by: Option<usize>,
@@ -65,14 +67,25 @@ impl Ledger {
                 .map(|a| Entry {
                     address: a.clone(),
                     status: None,
+                    verdict: None,
                     refused_by: None,
                 })
                 .collect(),
         }
     }
 
-    /// Records what route `route` said about a recipient.
+    /// Records what route `route` said about a recipient: its RCPT reply, judged on its own.
     fn record(&mut self, status: RecipientStatus, route: usize) {
+        let verdict = status
+            .reply
+            .as_ref()
+            .filter(|_| !status.accepted)
+            .map(|r| summary_verdict(r.code, r.enhanced_code.as_deref()));
+        self.record_judged(status, route, verdict);
+    }
+
+    /// Records a recipient with the verdict of the failure that ended its transaction.
+    fn record_judged(&mut self, status: RecipientStatus, route: usize, verdict: Option<Verdict>) {
         let Some(entry) = self
             .entries
             .iter_mut()
@@ -80,10 +93,8 @@ impl Ledger {
         else {
             return;
         };
-        let provider_refused = status.reply.as_ref().is_some_and(|r| {
-            summary_verdict(r.code, r.enhanced_code.as_deref()) == Verdict::Provider
-        });
-        entry.refused_by = provider_refused.then_some(route);
+        entry.refused_by = (verdict == Some(Verdict::Provider)).then_some(route);
+        entry.verdict = verdict;
         entry.status = Some(status);
     }
 
@@ -112,10 +123,7 @@ impl Ledger {
                     !s.accepted
                         && !s.outcome_unknown
                         && e.refused_by != Some(route)
-                        && s.reply.as_ref().is_none_or(|r| {
-                            summary_verdict(r.code, r.enhanced_code.as_deref())
-                                != Verdict::Permanent
-                        })
+                        && e.verdict != Some(Verdict::Permanent)
                 }
             })
             .map(|e| e.address.clone())
@@ -145,21 +153,31 @@ fn deadline_error(total: Duration, what: &str) -> Error {
     )
 }
 
+/// What is delivered: a notification, built for each provider, or a message built already.
+enum Source<'a> {
+    Notification(&'a Notification),
+    Built(&'a BuiltMessage),
+}
+
 /// The message as route `route` sends it: as the notification's sender, else as the route's;
-/// the Message-ID stays the first one built.
+/// the Message-ID stays the first one built. A message built already goes as it is.
 struct Messages<'a> {
-    notification: &'a Notification,
+    source: Source<'a>,
     built: Vec<(Mailbox, BuiltMessage)>,
 }
 
 impl Messages<'_> {
     fn for_route(&mut self, route: &Route) -> Result<&BuiltMessage, Error> {
-        let from = self.notification.from.as_ref().unwrap_or(&route.from);
+        let notification = match self.source {
+            Source::Built(message) => return Ok(message),
+            Source::Notification(n) => n,
+        };
+        let from = notification.from.as_ref().unwrap_or(&route.from);
         if let Some(i) = self.built.iter().position(|(f, _)| f == from) {
             return Ok(&self.built[i].1);
         }
         let id = self.built.first().map(|(_, b)| b.message_id.as_str());
-        let message = self.notification.build_with_id(from, id)?;
+        let message = notification.build_with_id(from, id)?;
         self.built.push((from.clone(), message));
         Ok(&self.built[self.built.len() - 1].1)
     }
@@ -175,10 +193,30 @@ pub async fn deliver(
     notification: &Notification,
     total: Option<Duration>,
 ) -> Result<DeliveryReport, DeliveryError> {
+    deliver_source(routes, Source::Notification(notification), total).await
+}
+
+/// Like [`deliver`], for a message built already: every provider sends it as it is, with its
+/// envelope (a fallback provider does not change its sender).
+///
+/// Cancel safety: as [`deliver`].
+pub async fn deliver_message(
+    routes: &[Route],
+    message: &BuiltMessage,
+    total: Option<Duration>,
+) -> Result<DeliveryReport, DeliveryError> {
+    deliver_source(routes, Source::Built(message), total).await
+}
+
+async fn deliver_source(
+    routes: &[Route],
+    source: Source<'_>,
+    total: Option<Duration>,
+) -> Result<DeliveryReport, DeliveryError> {
     let started = Instant::now();
     let deadline = total.map(|t| started + t);
     let mut messages = Messages {
-        notification,
+        source,
         built: Vec::new(),
     };
     let first = match routes.first().map(|r| messages.for_route(r)) {
@@ -300,7 +338,7 @@ pub async fn deliver(
                 }
                 None => Duration::ZERO,
             };
-            let envelope = match Envelope::new(message.envelope.from().clone(), pending.clone()) {
+            let envelope = match message.envelope.subset(&pending) {
                 Ok(e) => e,
                 Err(e) => {
                     last_error = Some(Error::from(e));
@@ -428,8 +466,8 @@ async fn send_once(
 }
 
 /// Records a failed try in the ledger: what RCPT said stays (only accepted recipients can be
-/// "outcome unknown"); accepted recipients of a failed transaction carry its error reply; a
-/// failure before RCPT carries its reply to every pending recipient.
+/// "outcome unknown"); accepted recipients of a failed transaction carry its error reply and
+/// its verdict; a failure before RCPT carries them to every pending recipient.
 fn record_failure(
     ledger: &mut Ledger,
     err: &Error,
@@ -438,6 +476,13 @@ fn record_failure(
     index: usize,
 ) {
     let unknown = err.is_outcome_unknown() && !route.retry.retry_unknown_outcome;
+    // With `retry_unknown_outcome`, a possibly delivered message is tried again like any
+    // transient failure.
+    let judged = Some(if err.is_outcome_unknown() {
+        Verdict::Transient
+    } else {
+        verdict(err)
+    });
     if err.recipients().is_empty() {
         if unknown {
             ledger.mark_unknown(pending, &route.provider);
@@ -446,7 +491,7 @@ fn record_failure(
                 let mut status = RecipientStatus::untried(a);
                 status.reply = Some(ReplySummary::from(reply));
                 status.provider = Some(route.provider.clone());
-                ledger.record(status, index);
+                ledger.record_judged(status, index, judged);
             }
         }
         return;
@@ -454,15 +499,20 @@ fn record_failure(
     let mut may_have_it = Vec::new();
     for r in err.recipients() {
         let mut status = RecipientStatus::from_result(r, &route.provider);
-        if status.accepted {
-            status.accepted = false;
-            if unknown {
-                may_have_it.push(r.address.clone());
-            } else if let Some(reply) = err.reply() {
+        if !status.accepted {
+            ledger.record(status, index);
+            continue;
+        }
+        status.accepted = false;
+        if unknown {
+            may_have_it.push(r.address.clone());
+            ledger.record_judged(status, index, None);
+        } else {
+            if let Some(reply) = err.reply() {
                 status.reply = Some(ReplySummary::from(reply));
             }
+            ledger.record_judged(status, index, judged);
         }
-        ledger.record(status, index);
     }
     ledger.mark_unknown(&may_have_it, &route.provider);
 }

@@ -43,6 +43,10 @@ pub(crate) fn summary_verdict(code: u16, enhanced: Option<&str>) -> Verdict {
     if code < 500 {
         return Verdict::Transient;
     }
+    // RFC 4954 §6: authentication required / credentials invalid, whatever the address.
+    if matches!(code, 530 | 535) {
+        return Verdict::Provider;
+    }
     let mut parts = enhanced.unwrap_or_default().split('.').skip(1);
     match (
         parts.next().and_then(|s| s.parse().ok()),

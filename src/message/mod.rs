@@ -2,6 +2,8 @@
 
 mod mailbox;
 mod notification;
+mod store;
 
 pub use mailbox::Mailbox;
 pub use notification::{Attachment, BuiltMessage, Notification};
+pub use store::MessageStore;

@@ -6,6 +6,7 @@ use super::limits::{MAX_DOMAIN_LEN, MAX_LOCAL_PART_LEN, MAX_PATH_LEN};
 
 /// Why a string cannot be used in an SMTP command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidInput {
     /// CR, LF, NUL or another control character (command injection, RFC 5321 §2.3.8).
     #[error("{what} {value:?} contains a control character (CR, LF, NUL or similar)")]

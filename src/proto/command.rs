@@ -139,6 +139,7 @@ impl MechanismName {
 /// A command the client can send. Every value inside is validated, and [`Command::encode`]
 /// checks the line length, so an encoded command is always one safe line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Command {
     /// `EHLO name` (RFC 5321 §4.1.1.1).
     Ehlo(ClientName),

@@ -9,6 +9,7 @@
 //! | enhanced status codes (RFC 3463) | [`EnhancedCode`] |
 //! | command syntax, no control characters (RFC 5321 §4.1) | [`Command`], [`Address`], [`ClientName`], [`Parameter`] |
 //! | EHLO extensions | [`Capabilities`] |
+//! | DSN, REQUIRETLS, MT-PRIORITY parameters, xtext (RFC 3461, 8689, 6710) | [`MailParams`], [`RcptParams`], [`xtext`] |
 //! | SASL PLAIN, LOGIN, XOAUTH2 (RFC 4954, RFC 4616) | [`SaslExchange`] |
 //! | DATA transparency and line ends (RFC 5321 §4.5.2, §2.3.8) | [`DotStuffer`], [`DotUnstuffer`] |
 
@@ -17,6 +18,7 @@ mod capabilities;
 mod command;
 mod dot_stuffer;
 mod dot_unstuffer;
+mod envelope_params;
 pub mod limits;
 mod reply;
 mod reply_parser;
@@ -29,6 +31,7 @@ pub use capabilities::Capabilities;
 pub use command::{Command, MechanismName, Parameter};
 pub use dot_stuffer::DotStuffer;
 pub use dot_unstuffer::DotUnstuffer;
+pub use envelope_params::{xtext, MailParams, Notify, Offered, RcptParams, Ret};
 pub use reply::{EnhancedCode, Reply, ReplyCode};
 pub use reply_parser::{ReplyError, ReplyParser};
 pub use sasl::{Mechanism, SaslExchange, SaslStep};

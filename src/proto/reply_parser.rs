@@ -11,6 +11,7 @@ use super::reply::{Reply, ReplyCode};
 
 /// Why the bytes a server sent are not a valid reply. The connection cannot be trusted after it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplyError {
     /// A line grew past [`MAX_REPLY_LINE_LEN`] without a line end.
     #[error("reply line longer than {MAX_REPLY_LINE_LEN} bytes")]

@@ -10,6 +10,7 @@ use super::secret::Secret;
 
 /// A mechanism smtpkit can authenticate with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Mechanism {
     /// PLAIN (RFC 4616): identity and password in the initial response.
     Plain,

@@ -6,6 +6,8 @@ use serde_yaml::Value;
 
 use super::error::{nearest, ConfigError};
 use super::workflow::{parse_workflows, Workflow};
+use super::yaml_document;
+use super::yaml_literal::Literal;
 use super::yaml_node::{Env, Node};
 use crate::client::{ClientOptions, Credentials, Security, Timeouts, TlsConnector, TlsSettings};
 use crate::delivery::{PoolSettings, RateCount, RateLimits, RetryPolicy};
@@ -14,6 +16,7 @@ use crate::proto::{ClientName, Mechanism, Secret};
 
 /// Which AUTH to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AuthSetting {
     /// The best mechanism both sides support.
     #[default]
@@ -196,9 +199,11 @@ impl Config {
 
     /// Parses YAML text with a custom variable lookup for `${VAR}`.
     pub fn from_yaml_str_with_env(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
-        let value: Value = serde_yaml::from_str(text)
+        let value = yaml_document::parse(text)
             .map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
-        Config::from_value(&value, env)
+        // Keys that take text read scalars as written (`pass: 1.10`), not as YAML typed them.
+        let literal = Literal::read(text, &value);
+        Config::from_value(&value, literal.as_ref(), env)
     }
 
     /// Reads and parses a file; errors start with the file name.
@@ -258,8 +263,12 @@ impl Config {
         Ok(())
     }
 
-    fn from_value(value: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
-        let root = Node::root(value, env);
+    fn from_value(
+        value: &Value,
+        literal: Option<&Literal>,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        let root = Node::root(value, literal, env);
         if root.is_null() {
             return Err(root.error("the file is empty"));
         }
@@ -718,6 +727,7 @@ impl SmtpSettings {
             },
             allow_insecure_auth: self.allow_insecure_auth,
             disable_pipelining: false,
+            connector: None,
         })
     }
 }

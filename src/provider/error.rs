@@ -51,6 +51,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Keys whose values are secrets: no configuration error may show their text.
+const SECRET_KEYS: &[&str] = &["pass", "client_secret", "refresh_token"];
+
+/// Whether `key` holds a secret (`pass`), whose value errors name but never show.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
+
 /// The valid key closest to `unknown`, when it is close enough to be a typo.
 pub(crate) fn nearest<'a>(unknown: &str, valid: &[&'a str]) -> Option<&'a str> {
     let unknown = unknown.to_ascii_lowercase();

@@ -2,13 +2,16 @@
 //! and fallbacks.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::config::{AuthSetting, Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
-use crate::client::{ClientOptions, Credentials, Transcript};
-use crate::delivery::{deliver, DeliveryError, DeliveryReport, Pool, RateLimiter, Route};
+use crate::client::{ClientOptions, Credentials, Envelope, SecretSource, Sender, Sent, Transcript};
+use crate::delivery::{
+    deliver, deliver_message, DeliveryError, DeliveryReport, Pool, RateLimiter, Route,
+};
 use crate::error::ErrorKind;
-use crate::message::Notification;
+use crate::message::{BuiltMessage, Notification};
 use crate::proto::InvalidInput;
 
 /// The routes of a configuration, one per provider, built once so every sender through a
@@ -57,7 +60,14 @@ fn check_credentials(s: &SmtpSettings, path: &str) -> Result<(), ConfigError> {
         })
 }
 
-fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Built, ConfigError> {
+/// Secret sources by provider id, replacing those providers' `pass`.
+pub type SecretSources = HashMap<String, Arc<dyn SecretSource>>;
+
+fn build_route(
+    p: &ProviderConfig,
+    transcript: Option<&Transcript>,
+    sources: &SecretSources,
+) -> Result<Built, ConfigError> {
     let path = format!("providers.{}.config", p.id);
     let from = p.smtp.check_ready(&path)?;
     check_credentials(&p.smtp, &path)?;
@@ -73,6 +83,12 @@ fn build_route(p: &ProviderConfig, transcript: Option<&Transcript>) -> Result<Bu
         ConfigError::new(format!("{path}{key}"), e.to_string())
     })?;
     options.transcript = transcript.cloned();
+    if let Some(source) = sources.get(&p.id) {
+        let user = p.smtp.user.clone().unwrap_or_default();
+        let credentials = Credentials::from_source(user, source.clone())
+            .map_err(|e| ConfigError::new(format!("{path}.user"), e.to_string()))?;
+        options.credentials = Some(credentials);
+    }
     let pool = Pool::new(&p.smtp.host, p.smtp.port, options.clone(), p.smtp.pool);
     let limiter = (!p.smtp.rate_limit.is_unlimited()).then(|| RateLimiter::new(p.smtp.rate_limit));
     let route = Route {
@@ -98,6 +114,17 @@ impl RouteTable {
         ids: &[&str],
         transcript: Option<Transcript>,
     ) -> Result<RouteTable, ConfigError> {
+        RouteTable::build_with_sources(config, ids, transcript, &SecretSources::new())
+    }
+
+    /// Like [`RouteTable::build`], where the providers named in `sources` take their secret
+    /// from it each time a session authenticates, instead of their fixed `pass`.
+    pub fn build_with_sources(
+        config: &Config,
+        ids: &[&str],
+        transcript: Option<Transcript>,
+        sources: &SecretSources,
+    ) -> Result<RouteTable, ConfigError> {
         let mut routes = HashMap::new();
         let mut todo: Vec<(String, Option<String>)> =
             ids.iter().map(|id| ((*id).to_owned(), None)).collect();
@@ -111,7 +138,7 @@ impl RouteTable {
                 }
                 None => e,
             })?;
-            let built = build_route(p, transcript.as_ref())?;
+            let built = build_route(p, transcript.as_ref(), sources)?;
             for f in &built.fallback {
                 todo.push((f.clone(), Some(id.clone())));
             }
@@ -208,6 +235,19 @@ impl Mailer {
         RouteTable::build(config, &[&id], transcript)?.mailer(&[&id])
     }
 
+    /// Like [`Mailer::new`], with the provider's secret taken from `source` each time a
+    /// session authenticates (a rotated password, an OAuth 2.0 token), instead of its fixed
+    /// `pass`: the mailer keeps working as the secret changes.
+    pub fn with_secret_source(
+        config: &Config,
+        provider: Option<&str>,
+        source: Arc<dyn SecretSource>,
+    ) -> Result<Mailer, ConfigError> {
+        let id = config.provider(provider)?.id.clone();
+        let sources = SecretSources::from([(id.clone(), source)]);
+        RouteTable::build_with_sources(config, &[&id], None, &sources)?.mailer(&[&id])
+    }
+
     /// The first provider's id.
     pub fn provider(&self) -> &str {
         self.routes.first().map_or("", |r| r.provider.as_str())
@@ -238,6 +278,24 @@ impl Mailer {
         deliver(&self.routes, notification, self.settings.total_timeout).await
     }
 
+    /// Delivers a message built already (RFC 5322 bytes) to `envelope`'s recipients, with
+    /// the same pools, retries, rate limits and fallbacks as [`Mailer::send`]; a fallback
+    /// provider sends it unchanged. Its Message-ID is read from the message's header.
+    ///
+    /// Cancel safety: as [`Mailer::send`].
+    pub async fn send_message(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        let built = BuiltMessage {
+            envelope: envelope.clone(),
+            bytes: message.to_vec(),
+            message_id: header_message_id(message).unwrap_or_default(),
+        };
+        deliver_message(&self.routes, &built, self.settings.total_timeout).await
+    }
+
     /// QUITs the idle sessions of every provider (call before the program ends).
     ///
     /// Cancel safety: sessions not yet closed when the future is dropped are closed without
@@ -247,4 +305,43 @@ impl Mailer {
             r.pool.close_idle().await;
         }
     }
+}
+
+impl Sender for Mailer {
+    /// [`Mailer::send_message`]; a delivery that fails gives its error.
+    async fn send(&mut self, envelope: &Envelope, message: &[u8]) -> crate::Result<Sent> {
+        let report = self
+            .send_message(envelope, message)
+            .await
+            .map_err(|failure| failure.error)?;
+        let (accepted, refused): (Vec<_>, Vec<_>) =
+            report.recipients.iter().partition(|r| r.accepted);
+        let parse = |list: Vec<&crate::delivery::RecipientStatus>| {
+            list.into_iter()
+                .filter_map(|r| crate::proto::Address::new(&r.address).ok())
+                .collect()
+        };
+        let mut sent = Sent::all(envelope, report.queue_id.clone());
+        sent.accepted = parse(accepted);
+        sent.refused = parse(refused);
+        Ok(sent)
+    }
+}
+
+/// The Message-ID of a message's header section, without angle brackets.
+fn header_message_id(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    text.lines()
+        .take_while(|l| !l.trim_end_matches('\r').is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("message-id").then(|| {
+                value
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+        })
+        .filter(|id| !id.is_empty())
 }

@@ -7,6 +7,8 @@ mod env_expand;
 mod error;
 mod mailer;
 mod workflow;
+mod yaml_document;
+mod yaml_literal;
 mod yaml_node;
 
 pub use config::{
@@ -14,5 +16,5 @@ pub use config::{
 };
 pub use duration::parse_duration;
 pub use error::ConfigError;
-pub use mailer::{Mailer, RouteTable};
+pub use mailer::{Mailer, RouteTable, SecretSources};
 pub use workflow::{EmailStep, Workflow, WorkflowStep};

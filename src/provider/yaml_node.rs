@@ -5,6 +5,7 @@ use serde_yaml::Value;
 use super::duration::parse_duration;
 use super::env_expand::expand;
 use super::error::{nearest, ConfigError};
+use super::yaml_literal::Literal;
 
 /// Reads environment variables for `${VAR}` expansion.
 pub(crate) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
@@ -12,6 +13,8 @@ pub(crate) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 #[derive(Clone, Copy)]
 pub(crate) struct Node<'a, 'e> {
     value: &'a Value,
+    /// The scalar texts as written, in the shape of `value`, when known.
+    literal: Option<&'a Literal>,
     path: &'a str,
     env: Env<'e>,
 }
@@ -19,6 +22,7 @@ pub(crate) struct Node<'a, 'e> {
 /// A child node whose path string it owns.
 pub(crate) struct Child<'a> {
     value: &'a Value,
+    literal: Option<&'a Literal>,
     path: String,
 }
 
@@ -29,6 +33,7 @@ impl<'a> Child<'a> {
     {
         Node {
             value: self.value,
+            literal: self.literal,
             path: &self.path,
             env,
         }
@@ -48,9 +53,15 @@ fn kind(value: &Value) -> &'static str {
 }
 
 impl<'a, 'e> Node<'a, 'e> {
-    pub(crate) fn root(value: &'a Value, env: Env<'e>) -> Node<'a, 'e> {
+    /// The document's root; `literal` holds its scalar texts as written (see [`Literal::read`]).
+    pub(crate) fn root(
+        value: &'a Value,
+        literal: Option<&'a Literal>,
+        env: Env<'e>,
+    ) -> Node<'a, 'e> {
         Node {
             value,
+            literal,
             path: "",
             env,
         }
@@ -116,23 +127,54 @@ impl<'a, 'e> Node<'a, 'e> {
         Ok(())
     }
 
-    /// The child at `key`, if present and not null.
-    pub(crate) fn get(&self, key: &str) -> Option<Child<'a>> {
-        let value = self.value.get(key)?;
-        (!value.is_null()).then(|| Child {
+    /// The child at `key`, null or not. As `Value::get`, looks through a tag (`!t {a: 1}`);
+    /// the texts of a tagged value are not kept, so its numbers cannot be read as text.
+    fn entry(&self, key: &str) -> Option<Child<'a>> {
+        let mut value = self.value;
+        while let Value::Tagged(tagged) = value {
+            value = &tagged.value;
+        }
+        let Value::Mapping(map) = value else {
+            return None;
+        };
+        let (i, (_, value)) = map
+            .iter()
+            .enumerate()
+            .find(|(_, (k, _))| k.as_str() == Some(key))?;
+        Some(Child {
             value,
+            literal: self.literal.and_then(|l| l.child(i)),
             path: self.child_path(key),
         })
     }
 
+    /// The child at `key`, if present and not null.
+    pub(crate) fn get(&self, key: &str) -> Option<Child<'a>> {
+        self.entry(key).filter(|c| !c.value.is_null())
+    }
+
     /// The child at `key`, or an error naming it as required.
     pub(crate) fn require(&self, key: &str, what: &str) -> Result<Child<'a>, ConfigError> {
-        self.get(key).ok_or_else(|| {
-            ConfigError::new(
+        match self.entry(key) {
+            Some(child) if !child.value.is_null() => Ok(child),
+            Some(child) => {
+                let written = child.literal.and_then(Literal::scalar).unwrap_or("");
+                let message = if written.trim().is_empty() {
+                    format!("has no value ({what})")
+                } else {
+                    // Only `~`, `null`, `Null` or `NULL`, so it can be shown.
+                    format!(
+                        "has no value ({what}): YAML reads `{written}` as nothing; \
+                         quote it (\"{written}\") if it is the text you mean"
+                    )
+                };
+                Err(ConfigError::new(child.path, message))
+            }
+            None => Err(ConfigError::new(
                 self.child_path(key),
                 format!("missing required key ({what})"),
-            )
-        })
+            )),
+        }
     }
 
     /// Items of a list, each with its `[i]` path.
@@ -145,20 +187,33 @@ impl<'a, 'e> Node<'a, 'e> {
             .enumerate()
             .map(|(i, value)| Child {
                 value,
+                literal: self.literal.and_then(|l| l.child(i)),
                 path: format!("{}[{i}]", self.path),
             })
             .collect())
     }
 
-    /// A scalar as text with `${VAR}` expanded. Numbers and booleans are accepted as text.
+    /// A scalar as text with `${VAR}` expanded. A number or boolean is taken as the text it
+    /// was written as (`1.10` stays `1.10`, `0x1F` stays `0x1F`, `True` stays `True`).
+    ///
+    /// Errors never quote the value, so this also serves for secrets such as `pass`.
     pub(crate) fn string(&self) -> Result<String, ConfigError> {
         let raw = match self.value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
+            Value::String(s) => s.as_str(),
+            Value::Number(_) | Value::Bool(_) => self.as_written()?,
             other => return Err(self.error(format!("expected text, found {}", kind(other)))),
         };
-        expand(&raw, self.env).map_err(|e| self.error(e))
+        expand(raw, self.env).map_err(|e| self.error(e.to_string()))
+    }
+
+    /// The text a plain scalar was written as. Fails, rather than guess, when it is not known.
+    fn as_written(&self) -> Result<&'a str, ConfigError> {
+        self.literal.and_then(Literal::scalar).ok_or_else(|| {
+            self.error(format!(
+                "this is read as {} and its text as written is not known; put the value in quotes",
+                kind(self.value)
+            ))
+        })
     }
 
     /// A non-empty string.
@@ -170,20 +225,27 @@ impl<'a, 'e> Node<'a, 'e> {
         Ok(s)
     }
 
-    /// A whole number in `range`, given as a number or as text (after `${VAR}` expansion).
+    /// A whole number in `range`, given as a YAML number (`587`, `0x24B`) or as text (after
+    /// `${VAR}` expansion).
     pub(crate) fn number(&self, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
-        let text = match self.value {
-            Value::Number(n) => n.to_string(),
-            Value::String(_) => self.string()?,
-            other => return Err(self.error(format!("expected a number, found {}", kind(other)))),
-        };
-        let n: u64 = text.trim().parse().map_err(|_| {
+        let not_whole = |text: &str| {
             self.error(format!(
                 "expected a whole number from {} to {}, found {text:?}",
                 range.start(),
                 range.end()
             ))
-        })?;
+        };
+        let n = match self.value {
+            Value::Number(n) => n.as_u64().ok_or_else(|| match self.as_written() {
+                Ok(text) => not_whole(text),
+                Err(_) => not_whole(&n.to_string()),
+            })?,
+            Value::String(_) => {
+                let text = self.string()?;
+                text.trim().parse().map_err(|_| not_whole(&text))?
+            }
+            other => return Err(self.error(format!("expected a number, found {}", kind(other)))),
+        };
         if !range.contains(&n) {
             return Err(self.error(format!(
                 "{n} is out of range: expected {} to {}",

@@ -25,9 +25,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+pub use crate::message::MessageStore;
 use crate::proto::Secret;
 use session::Session;
-pub use store::{MessageStore, StoredMessage};
+pub use store::StoredMessage;
 pub use tls::{load_cert_key, LocalCa};
 
 /// Limits that protect the server (and the disk) from clients.
@@ -202,7 +203,7 @@ impl Server {
                     sessions.spawn(async move {
                         let _permit = permit;
                         let config = &shared.config;
-                        let stream: Box<dyn crate::client::Transport> = if config.implicit_tls {
+                        let stream: Box<dyn crate::client::Stream> = if config.implicit_tls {
                             let Some(tls) = config.tls.clone() else { return };
                             match tokio::time::timeout(config.limits.idle_timeout, TlsAcceptor::from(tls).accept(stream)).await {
                                 Ok(Ok(s)) => Box::new(s),

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::store::StoredMessage;
 use super::Shared;
-use crate::client::Transport;
+use crate::client::Stream;
 use crate::proto::DotUnstuffer;
 
 /// Why a session ended early.
@@ -26,7 +26,7 @@ type Step<T = ()> = Result<T, End>;
 
 pub(super) struct Session {
     shared: Arc<Shared>,
-    stream: Option<Box<dyn Transport>>,
+    stream: Option<Box<dyn Stream>>,
     peer: SocketAddr,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -57,7 +57,7 @@ fn parse_path(arg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
 impl Session {
     pub(super) fn new(
         shared: Arc<Shared>,
-        stream: Box<dyn Transport>,
+        stream: Box<dyn Stream>,
         peer: SocketAddr,
         tls: bool,
     ) -> Session {

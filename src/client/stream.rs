@@ -4,6 +4,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Any async byte stream a session can run over: a `TcpStream`, a TLS stream, or an
 /// in-memory `tokio::io::DuplexStream` for tests and fuzzing.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
