@@ -1,17 +1,12 @@
-//! The programs in `examples/`, run against the capture server (`smtpkit::server`) started in
-//! this process, and checked against what the server stored.
-//!
-//! Cargo builds the examples for `cargo test` and `cargo test --all-targets` (into
-//! `target/<profile>/examples/`), but gives tests no path to them as it does for binaries, so
-//! the path is found next to this test's own executable. Run alone (`cargo test --test
-//! examples`), cargo does not build them: build them first with `cargo build --examples`. A
-//! missing or out-of-date example binary fails the test with that advice rather than running
-//! old code.
+//! The programs in `examples/`, built by this test (see `build_examples`) and run against the
+//! capture server (`smtpkit::server`) started in this process; each is checked by its output
+//! and by what the server stored.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use smtpkit::proto::Secret;
 use smtpkit::server::{LocalCa, Server, ServerConfig, StoredMessage};
@@ -83,54 +78,121 @@ impl Running {
     }
 }
 
-/// The newest modification time of `path`, or of any file under it but `skip`.
-fn newest(path: &Path, skip: &[&Path]) -> SystemTime {
-    if skip.contains(&path) {
-        return SystemTime::UNIX_EPOCH;
+/// The example programs, built once per run of this file: name -> executable.
+static EXAMPLES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+
+/// The features this test was built with, so that the examples link the same library build.
+fn enabled_features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    if cfg!(feature = "default") {
+        features.push("default");
     }
-    let meta = std::fs::metadata(path).expect("metadata");
-    if !meta.is_dir() {
-        return meta.modified().expect("mtime");
+    if cfg!(feature = "cli") {
+        features.push("cli");
     }
-    std::fs::read_dir(path)
-        .expect("read dir")
-        .map(|e| newest(&e.expect("entry").path(), skip))
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH)
+    if cfg!(feature = "server") {
+        features.push("server");
+    }
+    if cfg!(feature = "serde") {
+        features.push("serde");
+    }
+    if cfg!(feature = "certificate-summary") {
+        features.push("certificate-summary");
+    }
+    features
 }
 
-/// `target/<profile>/examples/NAME`, checked to exist and to be newer than its sources.
-fn example_binary(name: &str) -> PathBuf {
+/// Builds the examples with the cargo running this test (`cargo build --examples`, same
+/// target directory, profile and features) and returns their executables. Cargo gives tests
+/// the path of the crate's binaries but not of its examples, and under `cargo test
+/// --all-targets` it compiles examples as (empty) test harnesses, not as programs. Cargo does
+/// not hold the build directory's lock while tests run, so this nested build does not wait
+/// for the outer one.
+fn build_examples() -> HashMap<String, PathBuf> {
     let me = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/examples-HASH -> target/<profile>/examples/NAME
+    // target/<profile dir>/deps/examples-HASH
     let profile_dir = me
         .parent()
         .and_then(Path::parent)
         .expect("test binary in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let advice = "build the examples first: `cargo build --examples` \
-                  (`cargo test` and `cargo test --all-targets` do it)";
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {advice}", binary.display()));
-    // The example and the library it links (the binary's own files do not rebuild it).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary_only = [root.join("src/main.rs"), root.join("src/cli")];
-    let skip: Vec<&Path> = binary_only.iter().map(PathBuf::as_path).collect();
-    for source in [
-        root.join("examples").join(format!("{name}.rs")),
-        root.join("src"),
-    ] {
-        assert!(
-            newest(&source, &skip) <= built,
-            "{} is older than {}: {advice}",
-            binary.display(),
-            source.display()
-        );
+    let target_dir = profile_dir.parent().expect("target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--examples",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args([
+            "--no-default-features",
+            "--features",
+            &enabled_features().join(","),
+        ]);
+    // What cargo set for this test, not for the nested build: left in, the build scripts that
+    // watch these (ring's watches CARGO_MANIFEST_DIR) would run again and rebuild the TLS stack.
+    for (key, _) in std::env::vars_os() {
+        let key_str = key.to_string_lossy();
+        if key_str.starts_with("CARGO_PKG_")
+            || matches!(
+                &*key_str,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(&key);
+        }
     }
-    binary
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            command.arg("--release");
+        }
+        Some(other) => {
+            command.args(["--profile", other]);
+        }
+        None => panic!("no profile directory in {}", me.display()),
+    }
+    let out = command.output().expect("run cargo build --examples");
+    assert!(
+        out.status.success(),
+        "cargo build --examples failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut built = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_example = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "example"));
+        if let (true, Some(name), Some(exe)) = (
+            is_example,
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            built.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    built
+}
+
+/// The executable of example `name`, built by this test run.
+fn example_binary(name: &str) -> PathBuf {
+    let built = EXAMPLES.get_or_init(build_examples);
+    built
+        .get(name)
+        .unwrap_or_else(|| panic!("cargo built no example {name}: {built:?}"))
+        .clone()
 }
 
 /// Runs an example with `env` (and nothing inherited that names an example setting).
