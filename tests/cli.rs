@@ -1094,3 +1094,116 @@ async fn bench_json_is_one_object_on_success_and_failure() {
         text(&out)
     );
 }
+
+/// A greeting that takes seconds is not a silent wait: stderr says what the send waits for.
+#[tokio::test]
+async fn a_slow_step_is_announced_on_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut script = vec![Step::Delay(std::time::Duration::from_secs(4))];
+    script.extend(ehlo_ok(&[]));
+    script.extend([
+        e("MAIL"),
+        r("250 ok"),
+        e("RCPT"),
+        r("250 ok"),
+        e("DATA"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 ok queued as S1"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    // The greeting comes after 4 s: give it far more than that.
+    let yaml = std::fs::read_to_string(&cfg).expect("read config");
+    std::fs::write(&cfg, yaml.replace("greeting: 5s", "greeting: 60s")).expect("write config");
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.org",
+        "--subject",
+        "slow",
+        "--text",
+        "hi",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "waiting for the connection to 127.0.0.1:{} and its greeting",
+            server.port()
+        )),
+        "{err}"
+    );
+    server.finish().await.assert_ok();
+}
+
+/// Ctrl-C after the whole message left: where it stopped, that the outcome is unknown, one
+/// JSON object with --json, exit 130.
+#[tokio::test]
+async fn ctrl_c_after_the_final_dot_says_the_outcome_is_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut script = ehlo_ok(&[]);
+    script.extend([
+        e("MAIL"),
+        r("250 ok"),
+        e("RCPT"),
+        r("250 ok"),
+        e("DATA"),
+        r("354 go"),
+        Step::ExpectData,
+        // No reply to the final dot: the client waits until it is interrupted.
+        Step::ExpectEof,
+    ]);
+    let server = MockServer::start(script).await;
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args([
+            "send",
+            "--config",
+            &cfg,
+            "--to",
+            "a@example.org",
+            "--subject",
+            "stop",
+            "--text",
+            "hi",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    // Event, not a sleep: the mock has the whole message.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.log_snapshot().messages.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let kill = tokio::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .await
+        .expect("kill");
+    assert!(kill.success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits after Ctrl-C")
+        .expect("output");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["kind"], "interrupted", "{json}");
+    assert_eq!(json["error"]["outcome_unknown"], true, "{json}");
+    let err = stderr(&out);
+    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert!(err.contains("outcome unknown"), "{err}");
+    server.finish().await.assert_ok();
+}

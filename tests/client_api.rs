@@ -348,3 +348,62 @@ async fn requiretls_is_never_dropped_and_needs_tls() {
     log.assert_ok();
     assert!(!log.received_str(0).contains("MAIL"));
 }
+
+/// A plain-text client on an implicit-TLS port gets no greeting: smtpkit probes the port,
+/// finds TLS, and says so after a few seconds instead of waiting out the greeting timeout
+/// (here 60 s, so a result before it can only come from the probe).
+#[tokio::test]
+async fn a_missing_greeting_on_an_implicit_tls_port_is_diagnosed() {
+    use smtpkit::server::{LocalCa, Server, ServerConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = LocalCa::generate(&["127.0.0.1".into()]).expect("ca");
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().into());
+    config.tls = Some(ca.server_config);
+    config.implicit_tls = true;
+    let server = Server::bind(config).await.expect("bind");
+    let port = server.local_addr().port();
+    let task = tokio::spawn(server.run_until(std::future::pending()));
+
+    let mut options = ClientOptions {
+        security: Security::StartTls,
+        ..ClientOptions::default()
+    };
+    options.timeouts.greeting = std::time::Duration::from_secs(60);
+    let attempt = Connection::connect("127.0.0.1", port, options);
+    let err = tokio::time::timeout(std::time::Duration::from_secs(50), attempt)
+        .await
+        .expect("diagnosed before the greeting timeout")
+        .expect_err("no SMTP greeting in plain text");
+    assert_eq!(err.stage(), smtpkit::Stage::Greeting);
+    let text = err.to_string();
+    assert!(
+        text.contains("implicit TLS") && text.contains("security: tls"),
+        "{text}"
+    );
+    assert!(
+        err.hint().is_some_and(|h| h.contains("465")),
+        "{:?}",
+        err.hint()
+    );
+    task.abort();
+}
+
+/// A slow greeting on a plain port is not mistaken for TLS: the probe finds SMTP, and the
+/// session goes on as usual.
+#[tokio::test]
+async fn a_slow_plain_greeting_is_waited_for() {
+    let script = [
+        vec![Step::Delay(std::time::Duration::from_secs(4))],
+        ehlo_ok(&[]),
+        quit_ok(),
+    ]
+    .concat();
+    // The mock serves the probe's connection too: it accepts connections one after the other,
+    // so the probe's connection waits in the backlog and reads nothing: "not TLS".
+    let server = MockServer::start(script).await;
+    let conn = Connection::connect("127.0.0.1", server.port(), plain())
+        .await
+        .expect("greeted after the delay");
+    conn.quit().await.expect("quit");
+    server.finish().await.assert_ok();
+}

@@ -18,6 +18,8 @@ pub const PROTOCOL: u8 = 76;
 pub const NO_PERM: u8 = 77;
 /// Configuration error.
 pub const CONFIG: u8 = 78;
+/// Interrupted by Ctrl-C (128 + SIGINT), as shells report it.
+pub const INTERRUPTED: u8 = 130;
 
 /// The exit code for a failed delivery.
 pub fn for_error(err: &Error) -> u8 {

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod exit;
 pub mod notify;
 pub mod output;
+pub mod progress;
 pub mod send;
 pub mod serve;
 

@@ -8,6 +8,7 @@ use smtpkit::provider::{Config, EmailStep, RouteTable, WorkflowStep};
 
 use super::exit;
 use super::output::{self, Failure};
+use super::progress::{self, Progress};
 
 /// Run the email notification steps of the workflows.
 #[derive(Args, Debug)]
@@ -176,11 +177,39 @@ pub async fn run(args: NotifyArgs) -> u8 {
             }
         }
     }
-    let transcript = args.transcript.then(output::stderr_transcript);
+    let progress = Progress::new("the server");
+    let transcript = Some(progress.transcript(args.transcript));
     let table = match RouteTable::build(&config, &ids, transcript) {
         Ok(t) => t,
         Err(e) => return fail_early(&Failure::config_error(&e), args.json),
     };
+    let ticker = tokio::spawn(progress.clone().tick());
+    let work = run_workflows(&table, &workflows, args.json);
+    let (code, results) = tokio::select! {
+        done = work => done,
+        _ = tokio::signal::ctrl_c() => {
+            ticker.abort();
+            return progress::interrupted(&progress, args.json);
+        }
+    };
+    ticker.abort();
+    table.close().await;
+    if args.json {
+        output::print_json(&json!({
+            "ok": code == exit::OK,
+            "exit_code": code,
+            "workflows": results,
+        }));
+    }
+    code
+}
+
+/// Runs every step of `workflows` in order; the worst exit code and each workflow's results.
+async fn run_workflows(
+    table: &RouteTable,
+    workflows: &[&smtpkit::provider::Workflow],
+    args_json: bool,
+) -> (u8, Vec<Value>) {
     let mut code = exit::OK;
     let mut results = Vec::new();
     for workflow in workflows {
@@ -201,12 +230,12 @@ pub async fn run(args: NotifyArgs) -> u8 {
                         email.subject,
                         to.join(", ")
                     );
-                    let (step_code, value) = run_step(&table, &name, email, args.json).await;
+                    let (step_code, value) = run_step(table, &name, email, args_json).await;
                     code = exit::worst(code, step_code);
                     steps.push(value);
                 }
                 WorkflowStep::Skipped { task, kind } => {
-                    if !args.json {
+                    if !args_json {
                         out!("- {name}: skipped (task {task:?}, type {kind:?} is not an email notification)");
                     }
                     steps.push(json!({
@@ -221,13 +250,5 @@ pub async fn run(args: NotifyArgs) -> u8 {
         }
         results.push(json!({"name": workflow.name, "steps": steps}));
     }
-    table.close().await;
-    if args.json {
-        output::print_json(&json!({
-            "ok": code == exit::OK,
-            "exit_code": code,
-            "workflows": results,
-        }));
-    }
-    code
+    (code, results)
 }

@@ -8,6 +8,7 @@ use smtpkit::provider::{Config, Mailer};
 
 use super::exit;
 use super::output::{self, Failure};
+use super::progress::{self, Progress};
 
 /// Send one message.
 #[derive(Args, Debug)]
@@ -122,7 +123,12 @@ pub async fn run(args: SendArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return Failure::config_error(&e).report(args.json),
     };
-    let transcript = args.transcript.then(output::stderr_transcript);
+    let target = config
+        .provider(args.provider.as_deref())
+        .map(|p| format!("{}:{}", p.smtp.host, p.smtp.port))
+        .unwrap_or_else(|_| "the server".into());
+    let progress = Progress::new(&target);
+    let transcript = Some(progress.transcript(args.transcript));
     let mailer = match Mailer::with_options(&config, args.provider.as_deref(), transcript) {
         Ok(m) => m,
         Err(e) => return Failure::config_error(&e).report(args.json),
@@ -133,7 +139,16 @@ pub async fn run(args: SendArgs) -> u8 {
             return Failure::new("invalid_input", "input", e, exit::DATA_ERR).report(args.json)
         }
     };
-    let code = match mailer.send(&notification).await {
+    let ticker = tokio::spawn(progress.clone().tick());
+    let sent = tokio::select! {
+        sent = mailer.send(&notification) => sent,
+        _ = tokio::signal::ctrl_c() => {
+            ticker.abort();
+            return progress::interrupted(&progress, args.json);
+        }
+    };
+    ticker.abort();
+    let code = match sent {
         Ok(report) => {
             if args.json {
                 output::print_report_diagnostics(&report);

@@ -9,6 +9,7 @@ use tokio::time::timeout;
 use super::options::{host_client_name, ClientOptions};
 use super::stream::Stream;
 use super::tls::{Security, TlsInfo};
+use super::tls_probe::{speaks_tls, PROBE_AFTER};
 use super::transcript::{record, Direction, Transcript};
 use super::wire::Wire;
 use crate::error::{Error, ErrorKind, Result, Stage};
@@ -46,7 +47,7 @@ pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Resul
 
 /// Opens the stream under a session: the options' connector, else TCP with TCP_NODELAY.
 /// Returns the local address when it is known (for the EHLO name).
-async fn open_stream(
+pub(crate) async fn open_stream(
     host: &str,
     port: u16,
     options: &ClientOptions,
@@ -100,13 +101,43 @@ impl Greeted {
     /// Connects over TCP to `host:port` and waits for the greeting, in plain text.
     ///
     /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
+    ///
+    /// When no greeting has come after a few seconds, the port is probed over a second
+    /// connection: a port that answers a TLS ClientHello expects implicit TLS, which explains
+    /// the silence, and the error says so at once instead of waiting out the greeting timeout.
     pub async fn open(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
         let (stream, local) = open_stream(host, port, &options).await?;
         let server_name = options
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host.to_owned());
-        Greeted::over(stream, local, server_name, None, options).await
+        let probe_options = options.clone();
+        let greeting_limit = options.timeouts().greeting;
+        let greeted = Greeted::over(stream, local, server_name, None, options);
+        tokio::pin!(greeted);
+        if greeting_limit <= PROBE_AFTER {
+            return greeted.await;
+        }
+        tokio::select! {
+            result = &mut greeted => return result,
+            () = tokio::time::sleep(PROBE_AFTER) => {}
+        }
+        tokio::select! {
+            result = &mut greeted => result,
+            tls = speaks_tls(host, port, &probe_options) => {
+                if !tls {
+                    return greeted.await;
+                }
+                Err(Error::new(
+                    ErrorKind::Protocol,
+                    Stage::Greeting,
+                    format!(
+                        "no greeting after {PROBE_AFTER:?}, and {host}:{port} answers TLS: the port expects \
+                         implicit TLS (like 465); set `security: tls`, or use the STARTTLS port (587)"
+                    ),
+                ))
+            }
+        }
     }
 
     /// Connects to `host:port`, runs the TLS handshake at once (implicit TLS, RFC 8314) and

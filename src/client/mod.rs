@@ -22,6 +22,7 @@ mod sender;
 mod stream;
 mod timeouts;
 mod tls;
+mod tls_probe;
 mod transaction;
 mod transcript;
 mod wire;
