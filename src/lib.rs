@@ -65,8 +65,9 @@
 //! # Cargo features
 //!
 //! With `default-features = false` smtpkit is the protocol core, the client, messages,
-//! delivery and the provider: tokio (`net`, `io-util`, `time`, `sync`, `rt`), rustls with the
-//! *ring* provider and the system's CA roots, the YAML loader and mail-builder.
+//! delivery and the provider: tokio (`net`, `io-util`, `time`, `sync`, `rt`, `macros`),
+//! rustls with the *ring* provider and the system's CA roots, the YAML loader and
+//! mail-builder.
 //!
 //! | feature | default | adds |
 //! |---|---|---|

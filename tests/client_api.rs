@@ -352,6 +352,7 @@ async fn requiretls_is_never_dropped_and_needs_tls() {
 /// A plain-text client on an implicit-TLS port gets no greeting: smtpkit probes the port,
 /// finds TLS, and says so after a few seconds instead of waiting out the greeting timeout
 /// (here 60 s, so a result before it can only come from the probe).
+#[cfg(feature = "server")]
 #[tokio::test]
 async fn a_missing_greeting_on_an_implicit_tls_port_is_diagnosed() {
     use smtpkit::server::{LocalCa, Server, ServerConfig};
