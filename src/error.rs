@@ -90,8 +90,16 @@ impl fmt::Display for Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The TCP connection could not be opened (refused, unreachable, name not resolved).
+    /// The TCP connection could not be opened (refused, unreachable), or the host name could
+    /// not be resolved for now (the resolver failed or was unreachable: retried).
     Connect,
+    /// The host name does not resolve: the DNS says there is no such name, or no address for
+    /// it. Neither transient (trying the same name again soon gives the same answer) nor a
+    /// reply: a configuration problem, which a fallback provider may get around. A resolver
+    /// that cannot answer for now (no network, a failing DNS server) gives
+    /// [`ErrorKind::Connect`] instead, and one that does not answer in time
+    /// [`ErrorKind::Timeout`]; both are transient.
+    HostNotFound,
     /// Reading or writing failed on an open connection.
     Io,
     /// The server closed the connection.
@@ -123,6 +131,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
+            ErrorKind::HostNotFound => "host_not_found",
             ErrorKind::Io => "io",
             ErrorKind::Closed => "closed",
             ErrorKind::Timeout => "timeout",
@@ -251,13 +260,15 @@ impl Error {
         }
     }
 
-    /// True when trying again will fail the same way: 5yz replies and input that cannot be sent.
+    /// True when trying again will fail the same way: 5yz replies, input that cannot be sent,
+    /// a host name that does not resolve.
     pub fn is_permanent(&self) -> bool {
         match self.kind {
             ErrorKind::Rejected | ErrorKind::Auth => {
                 self.reply.as_ref().is_none_or(Reply::is_permanent)
             }
             ErrorKind::InvalidInput
+            | ErrorKind::HostNotFound
             | ErrorKind::MessageTooLarge
             | ErrorKind::Unsupported
             | ErrorKind::TlsRequired => true,
@@ -293,6 +304,12 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         let code = self.reply.as_ref().map(|r| r.code().value());
         Some(match (self.kind, self.stage, code) {
+            (ErrorKind::HostNotFound, _, _) => {
+                "The host name does not resolve: check `host` for a typo, and that the name exists (`host NAME` or `dig NAME`). Not retried: the same name gives the same answer."
+            }
+            (ErrorKind::Connect, _, _) if self.message.starts_with("cannot resolve host") => {
+                "The DNS lookup failed for now (no network, or the DNS server is unreachable or failing): check the network and the resolver (/etc/resolv.conf); it is retried."
+            }
             (ErrorKind::Connect, _, _) => {
                 "Verify host and port are correct; check that firewall rules allow outbound connections on SMTP ports; test connectivity with `telnet HOST PORT`."
             }

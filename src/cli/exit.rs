@@ -8,6 +8,8 @@ pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
 /// Bad input data: an address, the message.
 pub const DATA_ERR: u8 = 65;
+/// The host name does not resolve (EX_NOHOST, as msmtp).
+pub const NO_HOST: u8 = 68;
 /// Rejected permanently (5yz).
 pub const UNAVAILABLE: u8 = 69;
 /// Temporary failure (4yz, connection, timeout): try again later.
@@ -23,6 +25,7 @@ pub const CONFIG: u8 = 78;
 pub fn for_error(err: &Error) -> u8 {
     match err.kind() {
         ErrorKind::InvalidInput | ErrorKind::MessageTooLarge => DATA_ERR,
+        ErrorKind::HostNotFound => NO_HOST,
         ErrorKind::Auth | ErrorKind::TlsRequired | ErrorKind::Tls => NO_PERM,
         ErrorKind::Protocol | ErrorKind::Poisoned => PROTOCOL,
         ErrorKind::Unsupported => UNAVAILABLE,
