@@ -316,14 +316,25 @@ impl Error {
             (ErrorKind::Timeout | ErrorKind::Protocol, Stage::Greeting, _) => {
                 "The server did not greet in plain SMTP: port 465 expects implicit TLS (`security: tls`), ports 587 and 25 expect STARTTLS (`security: starttls`). Check that host and port are right."
             }
+            // RFC 4954 §6 / RFC 3207 §4: 530 to MAIL (or another command) says the server wants
+            // AUTH first, or, in some servers' words, STARTTLS first.
+            (ErrorKind::Rejected, _, Some(530)) if self.reply_mentions("TLS") => {
+                "The server requires TLS first: use `security: starttls` (port 587) or `security: tls` (port 465), not `security: none`."
+            }
+            (ErrorKind::Rejected, _, Some(530)) => {
+                "The server requires authentication: configure `user` and `pass` for this provider (and remove `auth: none`, or set `auth` to a mechanism the server offers)."
+            }
             (ErrorKind::Auth, _, _) | (ErrorKind::Rejected, Stage::Auth, _) => {
                 "Verify username and password; for Gmail and other providers with 2FA use an App Password; check that the account is not locked or suspended."
             }
             (ErrorKind::Tls, _, _) if self.message.contains("InvalidContentType") || self.message.contains("corrupt message") => {
                 "The server answered in plain text, not TLS: this port expects STARTTLS. Set `security: starttls` (port 587), or use port 465 for implicit TLS."
             }
+            (ErrorKind::Tls, _, _) if self.message.contains("UnknownIssuer") => {
+                "The server's certificate is signed by a CA this machine does not trust: for a private CA (a company relay, `smtpkit serve`), set `ca_file` to that CA's certificate (PEM); for a public provider, update the system CA certificates. Use `tls_skip_verify: true` only for trusted internal servers."
+            }
             (ErrorKind::Tls, _, _) => {
-                "Update the system CA certificates, check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
+                "Update the system CA certificates (or set `ca_file` for a private CA), check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
             }
             (ErrorKind::TlsRequired, _, _) => {
                 "The server does not offer STARTTLS on this port. Use port 465 with `security: tls`, or, only on a trusted network, `security: none`."
@@ -348,6 +359,17 @@ impl Error {
                 "The message may have been delivered: check the recipient before sending again."
             }
             _ => return None,
+        })
+    }
+}
+
+impl Error {
+    /// Whether the server's reply says `word` (case-insensitive).
+    fn reply_mentions(&self, word: &str) -> bool {
+        self.reply.as_ref().is_some_and(|r| {
+            r.lines()
+                .iter()
+                .any(|l| l.to_ascii_uppercase().contains(word))
         })
     }
 }
@@ -403,3 +425,45 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ReplyCode;
+
+    fn rejected(stage: Stage, code: u16, text: &str) -> Error {
+        let reply = Reply::new(ReplyCode::new(code).expect("valid"), vec![text.to_owned()]);
+        Error::rejected(stage, reply)
+    }
+
+    #[test]
+    fn a_530_is_about_credentials_or_tls_not_the_sender_domain() {
+        let auth = rejected(Stage::MailFrom, 530, "5.7.0 Authentication required");
+        let hint = auth.hint().expect("hint");
+        assert!(hint.contains("`user` and `pass`"), "{hint}");
+        let tls = rejected(
+            Stage::MailFrom,
+            530,
+            "5.7.0 Must issue a STARTTLS command first",
+        );
+        let hint = tls.hint().expect("hint");
+        assert!(hint.contains("`security: starttls`"), "{hint}");
+        let other = rejected(Stage::MailFrom, 550, "5.7.1 sender not allowed");
+        assert!(other.hint().expect("hint").contains("SPF"));
+    }
+
+    #[test]
+    fn an_unknown_ca_is_fixed_with_ca_file_first() {
+        let err = Error::new(
+            ErrorKind::Tls,
+            Stage::StartTls,
+            "TLS handshake after STARTTLS with 127.0.0.1 failed: invalid peer certificate: UnknownIssuer",
+        );
+        let hint = err.hint().expect("hint");
+        let ca_file = hint.find("`ca_file`").expect("names ca_file");
+        let skip = hint
+            .find("`tls_skip_verify")
+            .expect("names tls_skip_verify");
+        assert!(ca_file < skip, "{hint}");
+    }
+}

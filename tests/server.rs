@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
         an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth,
         demo_delivers_the_spec_workflow_and_shows_everything,
         serve_captures_messages_and_stops_cleanly_on_ctrl_c,
+        an_unknown_ca_and_authentication_required_name_their_fix_and_exit_77,
     ])
 }
 
@@ -647,5 +648,90 @@ async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() -> TestResult {
     let out = smtpkit(&["serve", "--listen", "0.0.0.0:2525"]).await;
     assert_eq!(out.status.code(), Some(64), "non-loopback needs --public");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--public"));
+    Ok(())
+}
+
+/// A provider configuration for the server at `port`, with `extra` lines in its `config`.
+fn provider_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("smtpkit.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "providers:\n  email:\n    provider: email.smtp\n    config:\n      host: 127.0.0.1\n      port: {port}\n      from: noreply@example.com\n      retry: {{attempts: 1}}\n{extra}"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+async fn send_through(config: &Path) -> (Option<i32>, String) {
+    let config = config.to_str().expect("utf-8");
+    let out = tokio::time::timeout(
+        SERVE_WAIT,
+        smtpkit(&[
+            "send",
+            "--config",
+            config,
+            "--to",
+            "a@example.org",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ]),
+    )
+    .await
+    .expect("send ends in time");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), shown)
+}
+
+async fn an_unknown_ca_and_authentication_required_name_their_fix_and_exit_77() -> TestResult {
+    let server = start(true, false, true, ServerLimits::default()).await;
+    let dir = server.dir.path();
+
+    // The server's CA is not trusted: the hint names `ca_file` before `tls_skip_verify`.
+    let config = provider_config(
+        dir,
+        server.port,
+        "      user: user\n      pass: right-password\n",
+    );
+    let (code, shown) = send_through(&config).await;
+    assert_eq!(code, Some(77), "{shown}");
+    let hint = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("hint:"))
+        .unwrap_or_else(|| panic!("a hint in {shown}"));
+    let (ca_file, skip) = (hint.find("`ca_file`"), hint.find("`tls_skip_verify"));
+    assert!(
+        matches!((ca_file, skip), (Some(c), Some(s)) if c < s),
+        "ca_file first: {hint}"
+    );
+
+    // Trusted, but no credentials: MAIL gets `530 5.7.0 authentication required`.
+    let config = provider_config(
+        dir,
+        server.port,
+        &format!(
+            "      auth: none\n      ca_file: {}\n",
+            server.ca_file.display()
+        ),
+    );
+    let (code, shown) = send_through(&config).await;
+    assert_eq!(code, Some(77), "{shown}");
+    assert!(shown.contains("530 5.7.0"), "{shown}");
+    assert!(
+        shown.contains("hint: The server requires authentication: configure `user` and `pass`"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("SPF"),
+        "not the sender-domain hint: {shown}"
+    );
+    server.stop().await;
     Ok(())
 }

@@ -16,7 +16,7 @@ pub const UNAVAILABLE: u8 = 69;
 pub const TEMP_FAIL: u8 = 75;
 /// The server broke the protocol.
 pub const PROTOCOL: u8 = 76;
-/// Authentication failed, or TLS required but not available.
+/// Authentication failed or required (530), or TLS required but not available.
 pub const NO_PERM: u8 = 77;
 /// Configuration error.
 pub const CONFIG: u8 = 78;
@@ -27,6 +27,8 @@ pub fn for_error(err: &Error) -> u8 {
         ErrorKind::InvalidInput | ErrorKind::MessageTooLarge => DATA_ERR,
         ErrorKind::HostNotFound => NO_HOST,
         ErrorKind::Auth | ErrorKind::TlsRequired | ErrorKind::Tls => NO_PERM,
+        // RFC 4954 §6: 530, authentication (or in some servers' words, TLS) required.
+        ErrorKind::Rejected if err.reply().is_some_and(|r| r.code().value() == 530) => NO_PERM,
         ErrorKind::Protocol | ErrorKind::Poisoned => PROTOCOL,
         ErrorKind::Unsupported => UNAVAILABLE,
         _ if err.is_permanent() => UNAVAILABLE,
