@@ -39,6 +39,9 @@ pub enum Stage {
     Command,
     /// Around the sessions of a delivery: rate limits, the send's total deadline.
     Delivery,
+    /// Building the message, before any session: its subject, body, attachments and
+    /// recipients (input that cannot be sent; nothing reached a server).
+    Message,
 }
 
 impl Stage {
@@ -60,6 +63,7 @@ impl Stage {
             Stage::Quit => "quit",
             Stage::Command => "command",
             Stage::Delivery => "delivery",
+            Stage::Message => "message",
         }
     }
 }
@@ -82,6 +86,7 @@ impl fmt::Display for Stage {
             Stage::Quit => "QUIT",
             Stage::Command => "command",
             Stage::Delivery => "delivery",
+            Stage::Message => "message",
         })
     }
 }
@@ -233,6 +238,12 @@ impl Error {
     /// Where in the session it happened.
     pub fn stage(&self) -> Stage {
         self.stage
+    }
+
+    /// What went wrong, in words: without the stage and the server's reply, which
+    /// [`Error`]'s `Display` adds.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// The server's reply, when the error is a reply.

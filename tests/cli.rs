@@ -1270,3 +1270,125 @@ async fn a_host_with_impossible_characters_is_a_configuration_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn message_mistakes_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, 25, NO_AUTH);
+
+    // No body at all is a usage error, before anything is read or sent.
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("--text") && message.contains("--html"),
+        "{json}"
+    );
+
+    // A subject with CRLF is bad input in the message, found before any session.
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "hi\r\nBcc: x@example.com",
+        "--text",
+        "t",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["kind"], "invalid_input", "{json}");
+    assert_eq!(json["error"]["stage"], "message", "{json}");
+    assert!(
+        stderr(&out).contains(
+            "message: subject \"hi\\r\\nBcc: x@example.com\" contains a control character"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("command:"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn an_empty_subject_is_sent_with_a_warning() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 2.0.0 Ok: queued as E1"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "",
+        "--text",
+        "t",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("warning: the subject is empty"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stdout(&out).contains("warning"), "{}", text(&out));
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn a_ca_file_that_is_not_pem_is_a_configuration_error_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate\n").expect("write");
+    let cfg = config(&dir, 25, "      auth: none\n      ca_file: bad.pem");
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ])
+    .await;
+    let shown = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(
+        shown.contains("smtpkit.yaml: providers.email.config.ca_file: ")
+            && shown.contains("bad.pem holds no PEM certificate"),
+        "{shown}"
+    );
+    for label in ["STARTTLS:", "connect:"] {
+        assert!(!shown.contains(label), "{label} in {shown}");
+    }
+}

@@ -497,7 +497,8 @@ fn client_option_errors_name_the_key_that_caused_them() {
         ca.display()
     ));
     assert_eq!(e.path(), "providers.email.config.ca_file", "{e}");
-    assert!(e.message().contains("holds no certificate"), "{e}");
+    assert!(e.message().contains("holds no PEM certificate"), "{e}");
+    assert!(!e.message().starts_with("connect:"), "no stage label: {e}");
 }
 
 /// Loads `config_lines` as the one provider's settings plus a workflow step, with `env`.

@@ -34,6 +34,7 @@ pub use options::ClientOptions;
 pub use sender::{Sender, Sent};
 pub use stream::Stream;
 pub use timeouts::Timeouts;
+pub(crate) use tls::check_ca_file;
 pub use tls::{CertificateSummary, Security, TlsConnector, TlsInfo, TlsSettings};
 pub use transaction::{RecipientResult, TransactionReport};
 pub(crate) use transcript::record_note;

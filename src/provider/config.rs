@@ -252,11 +252,16 @@ impl Config {
     fn check_files(&self) -> Result<(), ConfigError> {
         for p in &self.providers {
             if let Some(ca) = &p.smtp.ca_file {
+                let path = format!("providers.{}.config.ca_file", p.id);
                 if !ca.is_file() {
                     return Err(ConfigError::new(
-                        format!("providers.{}.config.ca_file", p.id),
+                        path,
                         format!("file {} not found", ca.display()),
                     ));
+                }
+                // Unless no certificate is checked at all, its certificates must be usable.
+                if !p.smtp.tls_skip_verify {
+                    crate::client::check_ca_file(ca).map_err(|m| ConfigError::new(path, m))?;
                 }
             }
         }
