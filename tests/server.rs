@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         an_unknown_ca_and_authentication_required_name_their_fix_and_exit_77,
         stopping_says_421_to_idle_sessions_and_lets_a_message_in_progress_finish,
         serve_logs_failed_sessions_not_sni_noise_and_says_421_on_ctrl_c,
+        demo_keep_leaves_a_config_that_works_against_serve_on_the_kept_dir,
     ])
 }
 
@@ -470,8 +471,8 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
     );
     for expected in [
         "provider: email  # can use 'email' with platform: smtp",
-        "pass: ${SMTPKIT_DEMO_PASSWORD}",
-        "ca_file: ",
+        "pass: ••••••••  # this run's password: in the file only (mode 0600)",
+        "ca_file: smtpkit-local-ca.pem",
         "C: STARTTLS",
         "* TLS established",
         "C: AUTH PLAIN <redacted>",
@@ -482,6 +483,10 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
         "A new access request requires your approval.",
         "<h2>Access Request</h2><p>A new access request requires your approval.</p>",
         "✓ demo:",
+        "smtpkit demo --keep DIR",
+        "To send through your own provider:",
+        "set host, port (587 STARTTLS, 465 implicit TLS), user, pass",
+        "`smtpkit check --config smtpkit.yaml`",
     ] {
         assert!(
             stdout.contains(expected),
@@ -489,6 +494,142 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
         );
     }
     assert!(!stdout.contains("tls_skip_verify: true"));
+    // The server's line and the stored message are told apart.
+    let log_line = stdout
+        .lines()
+        .position(|l| l.contains(" from=<noreply@example.com> "))
+        .expect("the server's line");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[log_line - 1].starts_with("== the server's log line"),
+        "{stdout}"
+    );
+    assert!(
+        lines[log_line + 1].is_empty() && lines[log_line + 2].starts_with("== stored message "),
+        "{stdout}"
+    );
+    // The last lines take the user to their own provider.
+    let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    assert!(
+        tail[0].contains("1. ") && tail[1].contains("2. `smtpkit check") && tail[2].contains("3. "),
+        "{tail:?}"
+    );
+    Ok(())
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+async fn demo_keep_leaves_a_config_that_works_against_serve_on_the_kept_dir() -> TestResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = dir.path().join("kept");
+    let kept_str = kept.to_str().expect("utf-8");
+    let out = tokio::time::timeout(SERVE_WAIT, smtpkit(&["demo", "--keep", kept_str]))
+        .await
+        .expect("demo in time");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("`smtpkit serve --dir {kept_str}`")),
+        "{stdout}"
+    );
+    let config = kept.join("smtpkit.yaml");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(kept.join("smtpkit-serve.json")).expect("kept settings"),
+    )
+    .expect("json");
+    let password = settings["auth"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("demo:"))
+        .expect("demo:PASSWORD");
+    assert!(!stdout.contains(password), "the password is never printed");
+    assert!(
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .contains(password),
+        "the kept config holds the password: no variable to set"
+    );
+    #[cfg(unix)]
+    for secret in [
+        "smtpkit.yaml",
+        "smtpkit-serve.json",
+        "smtpkit-local-key.pem",
+    ] {
+        assert_eq!(mode(&kept.join(secret)), 0o600, "{secret}");
+    }
+    let kept_port = settings["listen"]
+        .as_str()
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+        .expect("listen")
+        .port();
+
+    // `smtpkit serve --dir DIR` answers where the kept config points.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args(["serve", "--dir", kept_str])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut stdout_lines = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr_lines = forward_lines(child.stderr.take().expect("stderr"));
+    let (mut out_seen, mut err_seen) = (Vec::new(), Vec::new());
+    let listening = wait_for_line(
+        &mut stderr_lines,
+        &mut err_seen,
+        "\"listening on\" line",
+        |l| l.starts_with("smtpkit serve: listening on "),
+    )
+    .await;
+    assert!(
+        listening.contains(&format!("127.0.0.1:{kept_port} (STARTTLS, AUTH required)")),
+        "{listening}"
+    );
+    let config_str = config.to_str().expect("utf-8");
+    for command in ["check", "notify"] {
+        let out = tokio::time::timeout(
+            SERVE_WAIT,
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+                .args([command, "--config", config_str])
+                .env_remove("SMTPKIT_DEMO_PASSWORD")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("in time")
+        .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for_line(
+        &mut stdout_lines,
+        &mut out_seen,
+        "the stored message's line",
+        |l| {
+            l.contains("from=<noreply@example.com> to=<approver@example.com>")
+                && l.contains("tls=yes auth=demo")
+        },
+    )
+    .await;
+    child.kill().await.expect("kill");
     Ok(())
 }
 
