@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
         stopping_says_421_to_idle_sessions_and_lets_a_message_in_progress_finish,
         serve_logs_failed_sessions_not_sni_noise_and_says_421_on_ctrl_c,
         demo_keep_leaves_a_config_that_works_against_serve_on_the_kept_dir,
+        the_readme_client_example_reaches_serve_started_as_the_readme_says,
     ])
 }
 
@@ -1144,5 +1145,120 @@ async fn serve_logs_failed_sessions_not_sni_noise_and_says_421_on_ctrl_c() -> Te
         "the untrusted client and the IP-as-SNI hello: {stderr}"
     );
     assert!(stdout.is_empty(), "no message was stored: {stdout:?}");
+    Ok(())
+}
+
+/// The fenced block of README.md that follows `heading`, opening with "```lang".
+fn readme_block(heading: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let after = &readme[readme.find(heading).unwrap_or_else(|| panic!("{heading}"))..];
+    let open = format!("```{lang}\n");
+    let start = after
+        .find(&open)
+        .unwrap_or_else(|| panic!("{open} after {heading}"))
+        + open.len();
+    let len = after[start..].find("```").expect("closing fence");
+    after[start..start + len].to_owned()
+}
+
+async fn the_readme_client_example_reaches_serve_started_as_the_readme_says() -> TestResult {
+    // What a new project needs, as the README states it (the examples themselves are compiled
+    // by the README doc tests).
+    let toml = readme_block("## Using the library", "toml");
+    assert!(
+        toml.contains(r#"tokio = { version = "1", features = ["macros", "rt-multi-thread"] }"#),
+        "{toml}"
+    );
+    let example = readme_block("## Library example: the client", "rust,no_run");
+    for line in [
+        "#[tokio::main]",
+        r#"ca_file: Some("smtpkit-mail/smtpkit-local-ca.pem".into()),"#,
+        r#"credentials: Some(Credentials::new("demo", Secret::new("secret"))?),"#,
+        r#"Connection::connect("127.0.0.1", 2525, options)"#,
+    ] {
+        assert!(example.contains(line), "{line} in:\n{example}");
+    }
+
+    // `smtpkit serve --tls self-signed --auth demo:secret`, started in the project's directory
+    // as the README says (on a free port here, instead of 2525).
+    let project = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args([
+            "serve",
+            "--tls",
+            "self-signed",
+            "--auth",
+            "demo:secret",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(project.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut stdout_lines = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr_lines = forward_lines(child.stderr.take().expect("stderr"));
+    let (mut out_seen, mut err_seen) = (Vec::new(), Vec::new());
+    let listening = wait_for_line(
+        &mut stderr_lines,
+        &mut err_seen,
+        "\"listening on\" line",
+        |l| l.starts_with("smtpkit serve: listening on "),
+    )
+    .await;
+    let port = listening
+        .trim_start_matches("smtpkit serve: listening on ")
+        .split(' ')
+        .next()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("an address")
+        .port();
+
+    // The example's settings, with the project's directory and the port.
+    let tls = TlsConnector::new(&TlsSettings {
+        ca_file: Some(project.path().join("smtpkit-mail/smtpkit-local-ca.pem")),
+        ..TlsSettings::default()
+    })
+    .expect("the CA serve wrote");
+    let options = ClientOptions {
+        tls: Some(tls),
+        credentials: Some(Credentials::new("demo", Secret::new("secret")).expect("valid")),
+        ..ClientOptions::default()
+    };
+    let mut conn = Connection::connect("127.0.0.1", port, options)
+        .await
+        .expect("STARTTLS and AUTH as the example does them");
+    let envelope = Envelope::new(
+        Address::new("noreply@example.com").expect("valid"),
+        vec![
+            Address::new("approver@example.com").expect("valid"),
+            Address::new("audit@example.com").expect("valid"),
+        ],
+    )
+    .expect("envelope");
+    let report = conn
+        .send_mail(
+            &envelope,
+            b"From: noreply@example.com\r\nTo: approver@example.com\r\nSubject: Access Request Approval Required\r\n\r\nA new access request requires your approval.\r\n",
+        )
+        .await
+        .expect("accepted");
+    assert!(report.queue_id().is_some());
+    conn.quit().await.expect("quit");
+    wait_for_line(
+        &mut stdout_lines,
+        &mut out_seen,
+        "the stored message's line",
+        |l| {
+            l.contains("to=<approver@example.com>,<audit@example.com>")
+                && l.contains("tls=yes auth=demo")
+        },
+    )
+    .await;
+    child.kill().await.expect("kill");
     Ok(())
 }
