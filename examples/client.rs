@@ -2,17 +2,21 @@
 //! recipients, the refusals and the whole conversation printed.
 //!
 //! ```sh
-//! smtpkit serve --tls self-signed &     # a local capture server on 127.0.0.1:2525
-//! SMTPKIT_EXAMPLE_CA_FILE=smtpkit-mail/smtpkit-local-ca.pem cargo run --example client
+//! smtpkit serve --tls self-signed --auth demo:secret &   # a capture server on 127.0.0.1:2525
+//! SMTPKIT_EXAMPLE_CA_FILE=smtpkit-mail/smtpkit-local-ca.pem \
+//!   SMTPKIT_EXAMPLE_USER=demo SMTPKIT_EXAMPLE_PASS=secret cargo run --example client
 //! ```
 //!
 //! `SMTPKIT_EXAMPLE_HOST` and `SMTPKIT_EXAMPLE_PORT` say where the server is (default
-//! `127.0.0.1:2525`). The default options require TLS (STARTTLS on any port but 465) checked
+//! `127.0.0.1:2525`); with `SMTPKIT_EXAMPLE_USER` and `SMTPKIT_EXAMPLE_PASS` the client
+//! authenticates (after STARTTLS). The default options require TLS (STARTTLS on any port but 465) checked
 //! against the system's roots; `SMTPKIT_EXAMPLE_CA_FILE` adds a PEM file of trusted roots, such
 //! as the one `smtpkit serve --tls self-signed` writes.
 
-use smtpkit::client::{ClientOptions, Connection, Envelope, TlsConnector, TlsSettings, Transcript};
-use smtpkit::proto::Address;
+use smtpkit::client::{
+    ClientOptions, Connection, Credentials, Envelope, TlsConnector, TlsSettings, Transcript,
+};
+use smtpkit::proto::{Address, Secret};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,10 +33,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None, // the system's roots
     };
 
+    let credentials = match (
+        std::env::var("SMTPKIT_EXAMPLE_USER"),
+        std::env::var("SMTPKIT_EXAMPLE_PASS"),
+    ) {
+        (Ok(user), Ok(pass)) => Some(Credentials::new(user, Secret::new(pass))?),
+        _ => None,
+    };
+
     let (transcript, lines) = Transcript::buffer();
     let options = ClientOptions {
         transcript: Some(transcript),
         tls,
+        credentials,
         ..ClientOptions::default()
     };
     let mut conn = Connection::connect(&host, port, options).await?;

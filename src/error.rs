@@ -39,6 +39,9 @@ pub enum Stage {
     Command,
     /// Around the sessions of a delivery: rate limits, the send's total deadline.
     Delivery,
+    /// Building the message, before any session: its subject, body, attachments and
+    /// recipients (input that cannot be sent; nothing reached a server).
+    Message,
 }
 
 impl Stage {
@@ -60,6 +63,7 @@ impl Stage {
             Stage::Quit => "quit",
             Stage::Command => "command",
             Stage::Delivery => "delivery",
+            Stage::Message => "message",
         }
     }
 }
@@ -82,6 +86,7 @@ impl fmt::Display for Stage {
             Stage::Quit => "QUIT",
             Stage::Command => "command",
             Stage::Delivery => "delivery",
+            Stage::Message => "message",
         })
     }
 }
@@ -90,8 +95,16 @@ impl fmt::Display for Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The TCP connection could not be opened (refused, unreachable, name not resolved).
+    /// The TCP connection could not be opened (refused, unreachable), or the host name could
+    /// not be resolved for now (the resolver failed or was unreachable: retried).
     Connect,
+    /// The host name does not resolve: the DNS says there is no such name, or no address for
+    /// it. Neither transient (trying the same name again soon gives the same answer) nor a
+    /// reply: a configuration problem, which a fallback provider may get around. A resolver
+    /// that cannot answer for now (no network, a failing DNS server) gives
+    /// [`ErrorKind::Connect`] instead, and one that does not answer in time
+    /// [`ErrorKind::Timeout`]; both are transient.
+    HostNotFound,
     /// Reading or writing failed on an open connection.
     Io,
     /// The server closed the connection.
@@ -123,6 +136,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
+            ErrorKind::HostNotFound => "host_not_found",
             ErrorKind::Io => "io",
             ErrorKind::Closed => "closed",
             ErrorKind::Timeout => "timeout",
@@ -226,6 +240,12 @@ impl Error {
         self.stage
     }
 
+    /// What went wrong, in words: without the stage and the server's reply, which
+    /// [`Error`]'s `Display` adds.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The server's reply, when the error is a reply.
     pub fn reply(&self) -> Option<&Reply> {
         self.reply.as_ref()
@@ -251,13 +271,15 @@ impl Error {
         }
     }
 
-    /// True when trying again will fail the same way: 5yz replies and input that cannot be sent.
+    /// True when trying again will fail the same way: 5yz replies, input that cannot be sent,
+    /// a host name that does not resolve.
     pub fn is_permanent(&self) -> bool {
         match self.kind {
             ErrorKind::Rejected | ErrorKind::Auth => {
                 self.reply.as_ref().is_none_or(Reply::is_permanent)
             }
             ErrorKind::InvalidInput
+            | ErrorKind::HostNotFound
             | ErrorKind::MessageTooLarge
             | ErrorKind::Unsupported
             | ErrorKind::TlsRequired => true,
@@ -293,11 +315,25 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         let code = self.reply.as_ref().map(|r| r.code().value());
         Some(match (self.kind, self.stage, code) {
+            (ErrorKind::HostNotFound, _, _) => {
+                "The host name does not resolve: check `host` for a typo, and that the name exists (`host NAME` or `dig NAME`). Not retried: the same name gives the same answer."
+            }
+            (ErrorKind::Connect, _, _) if self.message.starts_with("cannot resolve host") => {
+                "The DNS lookup failed for now (no network, or the DNS server is unreachable or failing): check the network and the resolver (/etc/resolv.conf); it is retried."
+            }
             (ErrorKind::Connect, _, _) => {
                 "Verify host and port are correct; check that firewall rules allow outbound connections on SMTP ports; test connectivity with `telnet HOST PORT`."
             }
             (ErrorKind::Timeout | ErrorKind::Protocol, Stage::Greeting, _) => {
                 "The server did not greet in plain SMTP: port 465 expects implicit TLS (`security: tls`), ports 587 and 25 expect STARTTLS (`security: starttls`). Check that host and port are right."
+            }
+            // RFC 4954 §6 / RFC 3207 §4: 530 to MAIL (or another command) says the server wants
+            // AUTH first, or, in some servers' words, STARTTLS first.
+            (ErrorKind::Rejected, _, Some(530)) if self.reply_mentions("TLS") => {
+                "The server requires TLS first: use `security: starttls` (port 587) or `security: tls` (port 465), not `security: none`."
+            }
+            (ErrorKind::Rejected, _, Some(530)) => {
+                "The server requires authentication: configure `user` and `pass` for this provider (and remove `auth: none`, or set `auth` to a mechanism the server offers)."
             }
             (ErrorKind::Auth, _, _) | (ErrorKind::Rejected, Stage::Auth, _) => {
                 "Verify username and password; for Gmail and other providers with 2FA use an App Password; check that the account is not locked or suspended."
@@ -305,8 +341,11 @@ impl Error {
             (ErrorKind::Tls, _, _) if self.message.contains("InvalidContentType") || self.message.contains("corrupt message") => {
                 "The server answered in plain text, not TLS: this port expects STARTTLS. Set `security: starttls` (port 587), or use port 465 for implicit TLS."
             }
+            (ErrorKind::Tls, _, _) if self.message.contains("UnknownIssuer") => {
+                "The server's certificate is signed by a CA this machine does not trust: for a private CA (a company relay, `smtpkit serve`), set `ca_file` to that CA's certificate (PEM); for a public provider, update the system CA certificates. Use `tls_skip_verify: true` only for trusted internal servers."
+            }
             (ErrorKind::Tls, _, _) => {
-                "Update the system CA certificates, check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
+                "Update the system CA certificates (or set `ca_file` for a private CA), check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
             }
             (ErrorKind::TlsRequired, _, _) => {
                 "The server does not offer STARTTLS on this port. Use port 465 with `security: tls`, or, only on a trusted network, `security: none`."
@@ -331,6 +370,17 @@ impl Error {
                 "The message may have been delivered: check the recipient before sending again."
             }
             _ => return None,
+        })
+    }
+}
+
+impl Error {
+    /// Whether the server's reply says `word` (case-insensitive).
+    fn reply_mentions(&self, word: &str) -> bool {
+        self.reply.as_ref().is_some_and(|r| {
+            r.lines()
+                .iter()
+                .any(|l| l.to_ascii_uppercase().contains(word))
         })
     }
 }
@@ -386,3 +436,45 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ReplyCode;
+
+    fn rejected(stage: Stage, code: u16, text: &str) -> Error {
+        let reply = Reply::new(ReplyCode::new(code).expect("valid"), vec![text.to_owned()]);
+        Error::rejected(stage, reply)
+    }
+
+    #[test]
+    fn a_530_is_about_credentials_or_tls_not_the_sender_domain() {
+        let auth = rejected(Stage::MailFrom, 530, "5.7.0 Authentication required");
+        let hint = auth.hint().expect("hint");
+        assert!(hint.contains("`user` and `pass`"), "{hint}");
+        let tls = rejected(
+            Stage::MailFrom,
+            530,
+            "5.7.0 Must issue a STARTTLS command first",
+        );
+        let hint = tls.hint().expect("hint");
+        assert!(hint.contains("`security: starttls`"), "{hint}");
+        let other = rejected(Stage::MailFrom, 550, "5.7.1 sender not allowed");
+        assert!(other.hint().expect("hint").contains("SPF"));
+    }
+
+    #[test]
+    fn an_unknown_ca_is_fixed_with_ca_file_first() {
+        let err = Error::new(
+            ErrorKind::Tls,
+            Stage::StartTls,
+            "TLS handshake after STARTTLS with 127.0.0.1 failed: invalid peer certificate: UnknownIssuer",
+        );
+        let hint = err.hint().expect("hint");
+        let ca_file = hint.find("`ca_file`").expect("names ca_file");
+        let skip = hint
+            .find("`tls_skip_verify")
+            .expect("names tls_skip_verify");
+        assert!(ca_file < skip, "{hint}");
+    }
+}

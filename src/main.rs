@@ -8,8 +8,16 @@ use cli::{Cli, Command};
 /// Warnings (such as `tls_skip_verify` in use) go to stderr; `RUST_LOG=info` or `debug`
 /// shows more (rate-limit waits, retries, every wire line).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // rustls warns, once per connection, about a client sending an IP address as SNI (msmtp
+    // and other GnuTLS clients do against 127.0.0.1): noise for `serve`, not a failed session.
+    // Shown when RUST_LOG names rustls.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls")) {
+        if let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

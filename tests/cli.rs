@@ -1207,3 +1207,301 @@ async fn ctrl_c_after_the_final_dot_says_the_outcome_is_unknown() {
     assert!(err.contains("outcome unknown"), "{err}");
     server.finish().await.assert_ok();
 }
+
+/// A configuration whose provider `email` is at `host`, with three attempts allowed, and
+/// (given `backup_port`) a fallback provider `backup` on the mock.
+fn two_provider_config(dir: &tempfile::TempDir, host: &str, backup_port: Option<u16>) -> String {
+    let path = dir.path().join("smtpkit.yaml");
+    let mut yaml = format!(
+        r#"providers:
+  email:
+    provider: email.smtp
+    config:
+      host: {host}
+      port: 2525
+      auth: none
+      security: none
+      from: noreply@example.com
+      timeouts: {{connect: 30s}}
+      retry: {{attempts: 3, initial_backoff: 10ms, max_backoff: 10ms}}
+"#
+    );
+    if let Some(port) = backup_port {
+        yaml.push_str(&format!(
+            r#"      fallback: [backup]
+  backup:
+    provider: email.smtp
+    config:
+      host: 127.0.0.1
+      port: {port}
+      auth: none
+      security: none
+      from: noreply@example.com
+      retry: {{attempts: 1}}
+"#
+        ));
+    }
+    std::fs::write(&path, yaml).expect("write config");
+    path.display().to_string()
+}
+
+/// Bound for a run that has to resolve a name: generous, the resolver may be slow.
+const DNS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+async fn smtpkit_bounded(args: &[&str]) -> Output {
+    tokio::time::timeout(DNS_WAIT, smtpkit(args))
+        .await
+        .expect("smtpkit ends in time")
+}
+
+#[tokio::test]
+async fn a_host_that_does_not_resolve_exits_68_at_once_without_retries() {
+    // RFC 2606: `.invalid` never resolves.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = two_provider_config(&dir, "nonexistent.invalid", None);
+    let send = [
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ];
+    let out = smtpkit_bounded(&send).await;
+    let shown = text(&out);
+    assert!(
+        shown.contains("cannot resolve host nonexistent.invalid"),
+        "{shown}"
+    );
+    if shown.contains("cannot resolve host nonexistent.invalid for now") {
+        // This machine's resolver cannot answer at all (no DNS server): that is a temporary
+        // failure, retried, not an answer about the name.
+        eprintln!("note: the resolver here cannot answer; checked the transient path only");
+        assert_eq!(out.status.code(), Some(75), "{shown}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(68), "{shown}");
+    assert!(!shown.contains("attempt 2"), "not retried: {shown}");
+    assert!(
+        !shown.contains("telnet") && !shown.contains("firewall"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("hint: The host name does not resolve"),
+        "{shown}"
+    );
+    assert!(stdout(&out).is_empty(), "{shown}");
+
+    let mut json_args = send.to_vec();
+    json_args.push("--json");
+    let out = smtpkit_bounded(&json_args).await;
+    let value = one_json(&out);
+    assert_eq!(value["exit_code"], 68, "{value}");
+    assert_eq!(value["error"]["kind"], "host_not_found", "{value}");
+    assert_eq!(value["error"]["transient"], false, "{value}");
+    assert_eq!(
+        value["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "{value}"
+    );
+
+    let out = smtpkit_bounded(&["check", "--config", &cfg]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(68), "{shown}");
+    assert!(
+        shown.contains("✗ connect") && shown.contains("cannot resolve host nonexistent.invalid"),
+        "{shown}"
+    );
+    assert!(!shown.contains("telnet"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_host_that_does_not_resolve_goes_to_the_fallback_at_once() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 2.0.0 Ok: queued as FB1"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = two_provider_config(&dir, "nonexistent.invalid", Some(server.port()));
+    let out = smtpkit_bounded(&[
+        "send",
+        "--config",
+        &cfg,
+        "--provider",
+        "email",
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--json",
+    ])
+    .await;
+    let value = one_json(&out);
+    assert_eq!(value["ok"], true, "{value}\n{}", stderr(&out));
+    assert_eq!(value["provider"], "backup", "{value}");
+    let attempts = value["attempts"].as_array().expect("attempts");
+    let via_email = attempts.iter().filter(|a| a["provider"] == "email").count();
+    // One try of the name that does not resolve (or, where the resolver cannot answer at
+    // all, the configured three), then the fallback.
+    let resolver_down = stderr(&out).contains("for now");
+    assert!(
+        via_email == 1 || (resolver_down && via_email == 3),
+        "{value}"
+    );
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn a_host_with_impossible_characters_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = two_provider_config(&dir, "\"smtp example.com\"", None);
+    for command in ["send", "check"] {
+        let mut args = vec![command, "--config", &cfg];
+        if command == "send" {
+            args.extend(["--to", "a@example.com", "--subject", "s", "--text", "t"]);
+        }
+        let out = smtpkit(&args).await;
+        let shown = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{command}: {}", text(&out));
+        assert!(
+            shown.contains("smtpkit.yaml: providers.email.config.host: \"smtp example.com\" is not a host name or IP address: it contains a space"),
+            "{command}: {shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn message_mistakes_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, 25, NO_AUTH);
+
+    // No body at all is a usage error, before anything is read or sent.
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("--text") && message.contains("--html"),
+        "{json}"
+    );
+
+    // A subject with CRLF is bad input in the message, found before any session.
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "hi\r\nBcc: x@example.com",
+        "--text",
+        "t",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["kind"], "invalid_input", "{json}");
+    assert_eq!(json["error"]["stage"], "message", "{json}");
+    assert!(
+        stderr(&out).contains(
+            "message: subject \"hi\\r\\nBcc: x@example.com\" contains a control character"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("command:"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn an_empty_subject_is_sent_with_a_warning() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("DATA"),
+        r("250 ok"),
+        r("250 ok"),
+        r("354 go"),
+        Step::ExpectData,
+        r("250 2.0.0 Ok: queued as E1"),
+    ]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "",
+        "--text",
+        "t",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("warning: the subject is empty"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stdout(&out).contains("warning"), "{}", text(&out));
+    server.finish().await.assert_ok();
+}
+
+#[tokio::test]
+async fn a_ca_file_that_is_not_pem_is_a_configuration_error_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate\n").expect("write");
+    let cfg = config(&dir, 25, "      auth: none\n      ca_file: bad.pem");
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "a@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ])
+    .await;
+    let shown = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(
+        shown.contains("smtpkit.yaml: providers.email.config.ca_file: ")
+            && shown.contains("bad.pem holds no PEM certificate"),
+        "{shown}"
+    );
+    for label in ["STARTTLS:", "connect:"] {
+        assert!(!shown.contains(label), "{label} in {shown}");
+    }
+}

@@ -285,7 +285,8 @@ async fn provider_example_delivers_the_notification() {
 /// conversation.
 #[tokio::test]
 async fn client_example_sends_one_transaction_and_prints_the_transcript() {
-    let mut server = Running::start(true, None).await;
+    // As the README runs it: `smtpkit serve --tls self-signed --auth demo:secret`.
+    let mut server = Running::start(true, Some(("demo", "secret"))).await;
     let port = server.port.to_string();
     let ca = server.ca_file.to_str().expect("utf-8 path").to_owned();
     let out = run_example(
@@ -294,6 +295,8 @@ async fn client_example_sends_one_transaction_and_prints_the_transcript() {
             ("SMTPKIT_EXAMPLE_HOST", "127.0.0.1"),
             ("SMTPKIT_EXAMPLE_PORT", &port),
             ("SMTPKIT_EXAMPLE_CA_FILE", &ca),
+            ("SMTPKIT_EXAMPLE_USER", "demo"),
+            ("SMTPKIT_EXAMPLE_PASS", "secret"),
         ],
     )
     .await;
@@ -304,6 +307,8 @@ async fn client_example_sends_one_transaction_and_prints_the_transcript() {
     assert_eq!(m.mail_from, "noreply@example.com");
     assert_eq!(m.rcpt_to, ["approver@example.com", "audit@example.com"]);
     assert!(m.tls);
+    assert_eq!(m.authenticated_as.as_deref(), Some("demo"));
+    assert!(!stdout(&out).contains("secret"), "{}", show(&out));
 
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();

@@ -239,6 +239,14 @@ fn error_messages_name_the_path_and_what_is_wrong() {
         (provider_yaml(&format!("{BASE}\ntimeouts: {{command: 30}}")), "providers.email.config.timeouts.command: \"30\" needs a unit"),
         (provider_yaml(&format!("{BASE}\ntimeouts: {{comand: 30s}}")), "providers.email.config.timeouts.comand: unknown key `comand`; did you mean `command`?"),
         (provider_yaml(&format!("{BASE}\nallow_insecure_auth: true")), "providers.email.config.allow_insecure_auth: only allowed together with `security: none`"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: \"smtp example.com\"")), "providers.email.config.host: \"smtp example.com\" is not a host name or IP address: it contains a space"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: \"smtp.example.com\\n\"")), "providers.email.config.host: \"smtp.example.com\\n\" is not a host name or IP address: it contains white space"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp.exa;mple.com")), "providers.email.config.host: \"smtp.exa;mple.com\" is not a host name or IP address: it contains ';'"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp.bücher.de")), "providers.email.config.host: \"smtp.bücher.de\" is not a host name or IP address: it contains the non-ASCII character 'ü'"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp..example.com")), "providers.email.config.host: \"smtp..example.com\" is not a host name or IP address: it has an empty label"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp://smtp.example.com")), "providers.email.config.host: \"smtp://smtp.example.com\" is not a host name or IP address: write the host name alone, without `smtp://`"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp.example.com:587")), "providers.email.config.host: \"smtp.example.com:587\" is not a host name or IP address: write the port under `port`"),
+        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: \"[::1]\"")), "providers.email.config.host: \"[::1]\" is not a host name or IP address: write the IPv6 address without brackets: ::1"),
         (provider_yaml(&format!("{BASE}\nhelo_name: bad name")), "providers.email.config.helo_name: EHLO name \"bad name\" is not valid"),
         ("version: \"2.0\"\n".into(), "version: unsupported version \"2.0\""),
         ("versoin: \"1.0\"\n".into(), "versoin: unknown key `versoin`; did you mean `version`?"),
@@ -328,6 +336,26 @@ fn extensions_are_read() {
     let p = parse(&yaml).expect("loads").providers.remove(0);
     assert_eq!(p.smtp.user, None);
     assert_eq!(p.smtp.auth, AuthSetting::None);
+}
+
+#[test]
+fn host_names_and_ip_addresses_are_accepted_as_written() {
+    for host in [
+        "smtp.example.com",
+        "smtp.example.com.",
+        "localhost",
+        "mail-1.internal_relay.example",
+        "xn--bcher-kva.example",
+        "127.0.0.1",
+        "::1",
+        "2001:db8::25",
+    ] {
+        let config = parse(&provider_yaml(
+            &BASE.replace("host: smtp.example.com", &format!("host: \"{host}\"")),
+        ))
+        .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(config.provider(None).expect("one").smtp.host, host);
+    }
 }
 
 #[test]
@@ -469,7 +497,8 @@ fn client_option_errors_name_the_key_that_caused_them() {
         ca.display()
     ));
     assert_eq!(e.path(), "providers.email.config.ca_file", "{e}");
-    assert!(e.message().contains("holds no certificate"), "{e}");
+    assert!(e.message().contains("holds no PEM certificate"), "{e}");
+    assert!(!e.message().starts_with("connect:"), "no stage label: {e}");
 }
 
 /// Loads `config_lines` as the one provider's settings plus a workflow step, with `env`.
@@ -515,10 +544,23 @@ const LITERALS: &[&str] = &[
 #[test]
 fn string_keys_keep_plain_numbers_and_booleans_exactly_as_written() {
     for literal in LITERALS {
-        let s = smtp_with(&format!(
-            "host: {literal}\nport: 587\nuser: {literal}\npass: {literal}\nfrom: {literal}\nfallback: [{literal}]"
+        // A host is read as written too; one that cannot be a host name (`+12`, `.inf`) is
+        // refused, named as written.
+        let with_host = provider_yaml(&format!(
+            "host: {literal}\nport: 587\nuser: u\npass: p\nfrom: a@b.test"
         ));
-        assert_eq!(s.host, *literal, "host");
+        match parse_with_env(&with_host) {
+            Ok(mut config) => assert_eq!(config.providers.remove(0).smtp.host, *literal),
+            Err(e) => assert!(
+                e.to_string().starts_with(&format!(
+                    "providers.email.config.host: {literal:?} is not a host name"
+                )),
+                "{e}"
+            ),
+        }
+        let s = smtp_with(&format!(
+            "host: h\nport: 587\nuser: {literal}\npass: {literal}\nfrom: {literal}\nfallback: [{literal}]"
+        ));
         assert_eq!(s.user.as_deref(), Some(*literal), "user");
         assert_eq!(s.pass.as_ref().map(|p| p.expose()), Some(*literal), "pass");
         assert_eq!(s.from, *literal, "from");

@@ -33,6 +33,11 @@ fn main() -> std::process::ExitCode {
         an_independent_client_delivers_over_starttls_and_implicit_tls_with_auth,
         demo_delivers_the_spec_workflow_and_shows_everything,
         serve_captures_messages_and_stops_cleanly_on_ctrl_c,
+        an_unknown_ca_and_authentication_required_name_their_fix_and_exit_77,
+        stopping_says_421_to_idle_sessions_and_lets_a_message_in_progress_finish,
+        serve_logs_failed_sessions_not_sni_noise_and_says_421_on_ctrl_c,
+        demo_keep_leaves_a_config_that_works_against_serve_on_the_kept_dir,
+        the_readme_client_example_reaches_serve_started_as_the_readme_says,
     ])
 }
 
@@ -467,8 +472,8 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
     );
     for expected in [
         "provider: email  # can use 'email' with platform: smtp",
-        "pass: ${SMTPKIT_DEMO_PASSWORD}",
-        "ca_file: ",
+        "pass: ••••••••  # this run's password: in the file only (mode 0600)",
+        "ca_file: smtpkit-local-ca.pem",
         "C: STARTTLS",
         "* TLS established",
         "C: AUTH PLAIN <redacted>",
@@ -479,6 +484,10 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
         "A new access request requires your approval.",
         "<h2>Access Request</h2><p>A new access request requires your approval.</p>",
         "✓ demo:",
+        "smtpkit demo --keep DIR",
+        "To send through your own provider:",
+        "set host, port (587 STARTTLS, 465 implicit TLS), user, pass",
+        "`smtpkit check --config smtpkit.yaml`",
     ] {
         assert!(
             stdout.contains(expected),
@@ -486,6 +495,142 @@ async fn demo_delivers_the_spec_workflow_and_shows_everything() -> TestResult {
         );
     }
     assert!(!stdout.contains("tls_skip_verify: true"));
+    // The server's line and the stored message are told apart.
+    let log_line = stdout
+        .lines()
+        .position(|l| l.contains(" from=<noreply@example.com> "))
+        .expect("the server's line");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[log_line - 1].starts_with("== the server's log line"),
+        "{stdout}"
+    );
+    assert!(
+        lines[log_line + 1].is_empty() && lines[log_line + 2].starts_with("== stored message "),
+        "{stdout}"
+    );
+    // The last lines take the user to their own provider.
+    let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    assert!(
+        tail[0].contains("1. ") && tail[1].contains("2. `smtpkit check") && tail[2].contains("3. "),
+        "{tail:?}"
+    );
+    Ok(())
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+async fn demo_keep_leaves_a_config_that_works_against_serve_on_the_kept_dir() -> TestResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = dir.path().join("kept");
+    let kept_str = kept.to_str().expect("utf-8");
+    let out = tokio::time::timeout(SERVE_WAIT, smtpkit(&["demo", "--keep", kept_str]))
+        .await
+        .expect("demo in time");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("`smtpkit serve --dir {kept_str}`")),
+        "{stdout}"
+    );
+    let config = kept.join("smtpkit.yaml");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(kept.join("smtpkit-serve.json")).expect("kept settings"),
+    )
+    .expect("json");
+    let password = settings["auth"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("demo:"))
+        .expect("demo:PASSWORD");
+    assert!(!stdout.contains(password), "the password is never printed");
+    assert!(
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .contains(password),
+        "the kept config holds the password: no variable to set"
+    );
+    #[cfg(unix)]
+    for secret in [
+        "smtpkit.yaml",
+        "smtpkit-serve.json",
+        "smtpkit-local-key.pem",
+    ] {
+        assert_eq!(mode(&kept.join(secret)), 0o600, "{secret}");
+    }
+    let kept_port = settings["listen"]
+        .as_str()
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+        .expect("listen")
+        .port();
+
+    // `smtpkit serve --dir DIR` answers where the kept config points.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args(["serve", "--dir", kept_str])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut stdout_lines = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr_lines = forward_lines(child.stderr.take().expect("stderr"));
+    let (mut out_seen, mut err_seen) = (Vec::new(), Vec::new());
+    let listening = wait_for_line(
+        &mut stderr_lines,
+        &mut err_seen,
+        "\"listening on\" line",
+        |l| l.starts_with("smtpkit serve: listening on "),
+    )
+    .await;
+    assert!(
+        listening.contains(&format!("127.0.0.1:{kept_port} (STARTTLS, AUTH required)")),
+        "{listening}"
+    );
+    let config_str = config.to_str().expect("utf-8");
+    for command in ["check", "notify"] {
+        let out = tokio::time::timeout(
+            SERVE_WAIT,
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+                .args([command, "--config", config_str])
+                .env_remove("SMTPKIT_DEMO_PASSWORD")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("in time")
+        .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for_line(
+        &mut stdout_lines,
+        &mut out_seen,
+        "the stored message's line",
+        |l| {
+            l.contains("from=<noreply@example.com> to=<approver@example.com>")
+                && l.contains("tls=yes auth=demo")
+        },
+    )
+    .await;
+    child.kill().await.expect("kill");
     Ok(())
 }
 
@@ -647,5 +792,473 @@ async fn serve_captures_messages_and_stops_cleanly_on_ctrl_c() -> TestResult {
     let out = smtpkit(&["serve", "--listen", "0.0.0.0:2525"]).await;
     assert_eq!(out.status.code(), Some(64), "non-loopback needs --public");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--public"));
+    Ok(())
+}
+
+/// A provider configuration for the server at `port`, with `extra` lines in its `config`.
+fn provider_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("smtpkit.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "providers:\n  email:\n    provider: email.smtp\n    config:\n      host: 127.0.0.1\n      port: {port}\n      from: noreply@example.com\n      retry: {{attempts: 1}}\n{extra}"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+async fn send_through(config: &Path) -> (Option<i32>, String) {
+    let config = config.to_str().expect("utf-8");
+    let out = tokio::time::timeout(
+        SERVE_WAIT,
+        smtpkit(&[
+            "send",
+            "--config",
+            config,
+            "--to",
+            "a@example.org",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ]),
+    )
+    .await
+    .expect("send ends in time");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), shown)
+}
+
+async fn an_unknown_ca_and_authentication_required_name_their_fix_and_exit_77() -> TestResult {
+    let server = start(true, false, true, ServerLimits::default()).await;
+    let dir = server.dir.path();
+
+    // The server's CA is not trusted: the hint names `ca_file` before `tls_skip_verify`.
+    let config = provider_config(
+        dir,
+        server.port,
+        "      user: user\n      pass: right-password\n",
+    );
+    let (code, shown) = send_through(&config).await;
+    assert_eq!(code, Some(77), "{shown}");
+    let hint = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("hint:"))
+        .unwrap_or_else(|| panic!("a hint in {shown}"));
+    let (ca_file, skip) = (hint.find("`ca_file`"), hint.find("`tls_skip_verify"));
+    assert!(
+        matches!((ca_file, skip), (Some(c), Some(s)) if c < s),
+        "ca_file first: {hint}"
+    );
+
+    // Trusted, but no credentials: MAIL gets `530 5.7.0 authentication required`.
+    let config = provider_config(
+        dir,
+        server.port,
+        &format!(
+            "      auth: none\n      ca_file: {}\n",
+            server.ca_file.display()
+        ),
+    );
+    let (code, shown) = send_through(&config).await;
+    assert_eq!(code, Some(77), "{shown}");
+    assert!(shown.contains("530 5.7.0"), "{shown}");
+    assert!(
+        shown.contains("hint: The server requires authentication: configure `user` and `pass`"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("SPF"),
+        "not the sender-domain hint: {shown}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// Reads from `s` until the peer closes (bounded by [`SERVE_WAIT`]).
+async fn read_until_closed(s: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(SERVE_WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one reply line (bounded by [`SERVE_WAIT`]).
+async fn read_reply_line(s: &mut BufReader<tokio::net::TcpStream>) -> String {
+    let mut line = String::new();
+    tokio::time::timeout(SERVE_WAIT, s.read_line(&mut line))
+        .await
+        .expect("a reply in time")
+        .expect("read");
+    line
+}
+
+async fn stopping_says_421_to_idle_sessions_and_lets_a_message_in_progress_finish() -> TestResult {
+    let mut server = start(false, false, false, ServerLimits::default()).await;
+    // An idle client, greeted and silent.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    // A client half-way through a message body.
+    let busy = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let mut busy = BufReader::new(busy);
+    assert!(read_reply_line(&mut busy).await.starts_with("220 "));
+    busy.get_mut()
+        .write_all(b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        .await
+        .expect("write");
+    for expected in ["250 ", "250 ", "250 ", "354 "] {
+        let line = read_reply_line(&mut busy).await;
+        assert!(line.starts_with(expected), "{line}");
+    }
+    busy.get_mut()
+        .write_all(b"Subject: in progress\r\n\r\nfirst half\r\n")
+        .await
+        .expect("write");
+
+    if let Some(stop) = server.stop.take() {
+        let _ = stop.send(());
+    }
+    // The idle session is told at once, not left to the grace period.
+    let said = read_until_closed(&mut idle).await;
+    assert!(
+        said.starts_with("220 ") && said.contains("421 4.3.2 shutting down"),
+        "{said}"
+    );
+    // The message in progress is finished, stored and answered; then the 421.
+    busy.get_mut()
+        .write_all(b"second half\r\n.\r\n")
+        .await
+        .expect("write");
+    let rest = read_until_closed(&mut busy).await;
+    assert!(
+        rest.starts_with("250 2.0.0 Ok: queued as ") && rest.contains("421 4.3.2 shutting down"),
+        "{rest}"
+    );
+    let stored = server.next_message().await;
+    let file = std::fs::read_to_string(&stored.path).expect("stored");
+    assert!(file.ends_with("first half\r\nsecond half\r\n"), "{file:?}");
+    server.stop().await;
+    Ok(())
+}
+
+/// A TLS ClientHello naming an IP address as SNI, as msmtp and other GnuTLS clients send
+/// against 127.0.0.1 (RFC 6066 §3 allows only host names there). rustls logs a warning when
+/// it reads one; the handshake then fails (the hello offers nothing the server accepts).
+fn client_hello_with_ip_sni() -> Vec<u8> {
+    let name = b"127.0.0.1";
+    let mut sni = vec![0x00]; // host_name
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut ext = vec![0x00, 0x00]; // server_name
+    ext.extend_from_slice(&((sni.len() + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut body = vec![0x03, 0x03]; // TLS 1.2 in the legacy version field
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut handshake = vec![0x01, 0x00]; // ClientHello, 24-bit length
+    handshake.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// `smtpkit serve --tls self-signed --auth u:p` on a free port, with `RUST_LOG` as given.
+async fn spawn_serve(
+    mail_dir: &Path,
+    rust_log: Option<&str>,
+) -> (
+    tokio::process::Child,
+    mpsc::UnboundedReceiver<String>,
+    mpsc::UnboundedReceiver<String>,
+    Vec<String>,
+    u16,
+) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            "self-signed",
+            "--auth",
+            "u:p",
+        ])
+        .arg("--dir")
+        .arg(mail_dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+    let mut child = command.spawn().expect("spawn serve");
+    let stdout_lines = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr_lines = forward_lines(child.stderr.take().expect("stderr"));
+    let mut stderr = Vec::new();
+    let listening = wait_for_line(
+        &mut stderr_lines,
+        &mut stderr,
+        "\"listening on\" line",
+        |l| l.starts_with("smtpkit serve: listening on "),
+    )
+    .await;
+    let port = listening
+        .trim_start_matches("smtpkit serve: listening on ")
+        .split(' ')
+        .next()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("an address in {listening:?}"));
+    (child, stdout_lines, stderr_lines, stderr, port)
+}
+
+/// Sends STARTTLS, then a ClientHello with an IP address as SNI.
+async fn hello_with_ip_sni(port: u16) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut s = BufReader::new(stream);
+    assert!(read_reply_line(&mut s).await.starts_with("220 "));
+    s.get_mut().write_all(b"EHLO c\r\n").await.expect("write");
+    while !read_reply_line(&mut s).await.starts_with("250 ") {}
+    s.get_mut().write_all(b"STARTTLS\r\n").await.expect("write");
+    assert!(read_reply_line(&mut s).await.starts_with("220 "));
+    s.get_mut()
+        .write_all(&client_hello_with_ip_sni())
+        .await
+        .expect("write");
+    // The server answers with an alert and closes.
+    let _ = read_until_closed(&mut s).await;
+}
+
+async fn serve_logs_failed_sessions_not_sni_noise_and_says_421_on_ctrl_c() -> TestResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The control: with RUST_LOG naming rustls, the hello does make rustls warn.
+    let (mut child, _out, mut err_lines, mut stderr, port) =
+        spawn_serve(&dir.path().join("control"), Some("warn,rustls=warn")).await;
+    hello_with_ip_sni(port).await;
+    wait_for_line(&mut err_lines, &mut stderr, "rustls' SNI warning", |l| {
+        l.contains("Illegal SNI")
+    })
+    .await;
+    child.kill().await.expect("kill");
+
+    let mail_dir = dir.path().join("mail");
+    let (mut child, mut stdout_lines, mut stderr_lines, mut stderr, port) =
+        spawn_serve(&mail_dir, None).await;
+    let ca_file = mail_dir.join("smtpkit-local-ca.pem");
+
+    // A wrong password: the session's failure is logged with the peer.
+    let mut options = client_options(&ca_file, Security::StartTls, None);
+    options.credentials = Some(Credentials::new("u", Secret::new("wrong")).expect("valid"));
+    let err = Connection::connect("127.0.0.1", port, options)
+        .await
+        .expect_err("wrong password");
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    let line = wait_for_line(
+        &mut stderr_lines,
+        &mut stderr,
+        "a log line for the bad AUTH",
+        |l| l.contains("AUTH PLAIN failed for user \"u\""),
+    )
+    .await;
+    assert!(
+        line.contains("WARN") && line.contains("session 127.0.0.1:"),
+        "{line}"
+    );
+
+    // A client that does not trust the CA: the failed handshake is logged.
+    let untrusted = ClientOptions {
+        security: Security::StartTls,
+        tls_server_name: Some("localhost".into()),
+        ..ClientOptions::default()
+    };
+    let err = Connection::connect("127.0.0.1", port, untrusted)
+        .await
+        .expect_err("unknown CA");
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    wait_for_line(
+        &mut stderr_lines,
+        &mut stderr,
+        "a log line for the failed handshake",
+        |l| l.contains("TLS handshake after STARTTLS failed"),
+    )
+    .await;
+
+    // An IP address as SNI: the failed handshake is logged, rustls' warning is not.
+    hello_with_ip_sni(port).await;
+
+    // An idle client gets `421` at Ctrl-C, and the server stops without waiting it out.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut greeting = [0u8; 4];
+    tokio::time::timeout(SERVE_WAIT, idle.read_exact(&mut greeting))
+        .await
+        .expect("greeted in time")
+        .expect("read");
+    assert_eq!(&greeting, b"220 ");
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .expect("kill -INT");
+    let said = read_until_closed(&mut idle).await;
+    assert!(said.contains("421 4.3.2 shutting down"), "{said}");
+    let status = tokio::time::timeout(SERVE_WAIT, child.wait())
+        .await
+        .expect("stops after SIGINT")
+        .expect("wait");
+    let mut stdout = Vec::new();
+    drain_lines(&mut stdout_lines, &mut stdout).await;
+    drain_lines(&mut stderr_lines, &mut stderr).await;
+    let stderr = stderr.join("\n");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("smtpkit serve: stopped"), "{stderr}");
+    assert!(!stderr.contains("Illegal SNI"), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("TLS handshake after STARTTLS failed")
+            .count(),
+        2,
+        "the untrusted client and the IP-as-SNI hello: {stderr}"
+    );
+    assert!(stdout.is_empty(), "no message was stored: {stdout:?}");
+    Ok(())
+}
+
+/// The fenced block of README.md that follows `heading`, opening with "```lang".
+fn readme_block(heading: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let after = &readme[readme.find(heading).unwrap_or_else(|| panic!("{heading}"))..];
+    let open = format!("```{lang}\n");
+    let start = after
+        .find(&open)
+        .unwrap_or_else(|| panic!("{open} after {heading}"))
+        + open.len();
+    let len = after[start..].find("```").expect("closing fence");
+    after[start..start + len].to_owned()
+}
+
+async fn the_readme_client_example_reaches_serve_started_as_the_readme_says() -> TestResult {
+    // What a new project needs, as the README states it (the examples themselves are compiled
+    // by the README doc tests).
+    let toml = readme_block("## Using the library", "toml");
+    assert!(
+        toml.contains(r#"tokio = { version = "1", features = ["macros", "rt-multi-thread"] }"#),
+        "{toml}"
+    );
+    let example = readme_block("## Library example: the client", "rust,no_run");
+    for line in [
+        "#[tokio::main]",
+        r#"ca_file: Some("smtpkit-mail/smtpkit-local-ca.pem".into()),"#,
+        r#"credentials: Some(Credentials::new("demo", Secret::new("secret"))?),"#,
+        r#"Connection::connect("127.0.0.1", 2525, options)"#,
+    ] {
+        assert!(example.contains(line), "{line} in:\n{example}");
+    }
+
+    // `smtpkit serve --tls self-signed --auth demo:secret`, started in the project's directory
+    // as the README says (on a free port here, instead of 2525).
+    let project = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args([
+            "serve",
+            "--tls",
+            "self-signed",
+            "--auth",
+            "demo:secret",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(project.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut stdout_lines = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr_lines = forward_lines(child.stderr.take().expect("stderr"));
+    let (mut out_seen, mut err_seen) = (Vec::new(), Vec::new());
+    let listening = wait_for_line(
+        &mut stderr_lines,
+        &mut err_seen,
+        "\"listening on\" line",
+        |l| l.starts_with("smtpkit serve: listening on "),
+    )
+    .await;
+    let port = listening
+        .trim_start_matches("smtpkit serve: listening on ")
+        .split(' ')
+        .next()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("an address")
+        .port();
+
+    // The example's settings, with the project's directory and the port.
+    let tls = TlsConnector::new(&TlsSettings {
+        ca_file: Some(project.path().join("smtpkit-mail/smtpkit-local-ca.pem")),
+        ..TlsSettings::default()
+    })
+    .expect("the CA serve wrote");
+    let options = ClientOptions {
+        tls: Some(tls),
+        credentials: Some(Credentials::new("demo", Secret::new("secret")).expect("valid")),
+        ..ClientOptions::default()
+    };
+    let mut conn = Connection::connect("127.0.0.1", port, options)
+        .await
+        .expect("STARTTLS and AUTH as the example does them");
+    let envelope = Envelope::new(
+        Address::new("noreply@example.com").expect("valid"),
+        vec![
+            Address::new("approver@example.com").expect("valid"),
+            Address::new("audit@example.com").expect("valid"),
+        ],
+    )
+    .expect("envelope");
+    let report = conn
+        .send_mail(
+            &envelope,
+            b"From: noreply@example.com\r\nTo: approver@example.com\r\nSubject: Access Request Approval Required\r\n\r\nA new access request requires your approval.\r\n",
+        )
+        .await
+        .expect("accepted");
+    assert!(report.queue_id().is_some());
+    conn.quit().await.expect("quit");
+    wait_for_line(
+        &mut stdout_lines,
+        &mut out_seen,
+        "the stored message's line",
+        |l| {
+            l.contains("to=<approver@example.com>,<audit@example.com>")
+                && l.contains("tls=yes auth=demo")
+        },
+    )
+    .await;
+    child.kill().await.expect("kill");
     Ok(())
 }

@@ -8,13 +8,15 @@ pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
 /// Bad input data: an address, the message.
 pub const DATA_ERR: u8 = 65;
+/// The host name does not resolve (EX_NOHOST, as msmtp).
+pub const NO_HOST: u8 = 68;
 /// Rejected permanently (5yz).
 pub const UNAVAILABLE: u8 = 69;
 /// Temporary failure (4yz, connection, timeout): try again later.
 pub const TEMP_FAIL: u8 = 75;
 /// The server broke the protocol.
 pub const PROTOCOL: u8 = 76;
-/// Authentication failed, or TLS required but not available.
+/// Authentication failed or required (530), or TLS required but not available.
 pub const NO_PERM: u8 = 77;
 /// Configuration error.
 pub const CONFIG: u8 = 78;
@@ -25,7 +27,10 @@ pub const INTERRUPTED: u8 = 130;
 pub fn for_error(err: &Error) -> u8 {
     match err.kind() {
         ErrorKind::InvalidInput | ErrorKind::MessageTooLarge => DATA_ERR,
+        ErrorKind::HostNotFound => NO_HOST,
         ErrorKind::Auth | ErrorKind::TlsRequired | ErrorKind::Tls => NO_PERM,
+        // RFC 4954 §6: 530, authentication (or in some servers' words, TLS) required.
+        ErrorKind::Rejected if err.reply().is_some_and(|r| r.code().value() == 530) => NO_PERM,
         ErrorKind::Protocol | ErrorKind::Poisoned => PROTOCOL,
         ErrorKind::Unsupported => UNAVAILABLE,
         _ if err.is_permanent() => UNAVAILABLE,

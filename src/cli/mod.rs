@@ -84,9 +84,9 @@ fn usage_failure(e: &clap::Error) -> output::Failure {
     name = "smtpkit",
     version,
     about,
-    after_help = "Exit codes (sysexits): 0 sent, 64 usage, 65 bad address or message, 69 rejected permanently (5xx),
-75 temporary failure (4xx, connection, timeout), 76 protocol error, 77 auth failed or TLS unavailable,
-78 configuration error.
+    after_help = "Exit codes (sysexits): 0 sent, 64 usage, 65 bad address or message, 68 host name does not
+resolve, 69 rejected permanently (5xx), 75 temporary failure (4xx, connection, timeout), 76 protocol
+error, 77 auth failed or required, or TLS unavailable, 78 configuration error.
 
 Output: results on stdout; progress, attempt lines, the transcript and diagnostics (errors, hints,
 configuration errors) on stderr. --json prints exactly one JSON object on stdout, on success and

@@ -18,6 +18,12 @@ use super::progress::{self, Progress};
         .required(true)
         .multiple(true)
 ))]
+#[command(group(
+    clap::ArgGroup::new("body")
+        .args(["text", "text_file", "html", "html_file", "attach"])
+        .required(true)
+        .multiple(true)
+))]
 #[command(after_help = "Examples:
   smtpkit send --config smtpkit.yaml --to approver@example.com \\
       --subject \"Access Request Approval Required\" \\
@@ -93,9 +99,6 @@ fn notification(args: &SendArgs) -> Result<Notification, String> {
         (None, Some(f)) => Some(read_text("html-file", f)?),
         _ => None,
     };
-    if text.is_none() && html.is_none() && args.attach.is_empty() {
-        return Err("nothing to send: give --text, --text-file, --html or --html-file".into());
-    }
     let attachments = args
         .attach
         .iter()
@@ -133,6 +136,9 @@ pub async fn run(args: SendArgs) -> u8 {
         Ok(m) => m,
         Err(e) => return Failure::config_error(&e).report(args.json),
     };
+    if args.subject.trim().is_empty() {
+        eprintln!("warning: the subject is empty: the message is sent without one");
+    }
     let notification = match notification(&args) {
         Ok(n) => n,
         Err(e) => {

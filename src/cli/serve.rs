@@ -1,7 +1,7 @@
 //! `smtpkit serve`: a local capture server.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
@@ -17,13 +17,17 @@ use super::exit;
   smtpkit serve --tls self-signed --auth demo:secret --dir /tmp/mail
   smtpkit serve --listen 127.0.0.1:4650 --tls cert.pem,key.pem --implicit-tls
 
+  smtpkit serve --dir ./demo                        # serve a directory kept by `smtpkit demo --keep ./demo`
+
 With --tls self-signed, the server writes the CA that signed its certificate to DIR/smtpkit-local-ca.pem:
 point a provider's `ca_file` at it instead of setting `tls_skip_verify`.")]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:2525")]
-    pub listen: SocketAddr,
-    /// Directory for the .eml files.
+    /// Address to listen on [default: 127.0.0.1:2525, or the address kept in
+    /// DIR/smtpkit-serve.json].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the .eml files. A directory kept by `smtpkit demo --keep` holds
+    /// smtpkit-serve.json: its port, certificate and password are used unless given here.
     #[arg(long, default_value = "smtpkit-mail")]
     pub dir: PathBuf,
     /// `self-signed` (a CA and certificate made at start) or `CERT,KEY` (PEM files).
@@ -49,6 +53,64 @@ pub struct ServeArgs {
     pub public: bool,
 }
 
+/// Where `serve` listens unless told otherwise.
+const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+
+/// The file, in a `--dir`, of the settings to serve that directory with: written by
+/// `smtpkit demo --keep`, so that `smtpkit serve --dir DIR` answers where the kept
+/// configuration points (same port, certificate and password).
+pub const KEPT_SETTINGS: &str = "smtpkit-serve.json";
+/// The CA certificate in a `--dir`, for a provider's `ca_file`.
+pub const CA_FILE: &str = "smtpkit-local-ca.pem";
+/// The server's certificate and key that `smtpkit demo --keep` leaves in its directory.
+pub const CERT_FILE: &str = "smtpkit-local-cert.pem";
+/// See [`CERT_FILE`].
+pub const KEY_FILE: &str = "smtpkit-local-key.pem";
+
+/// What [`KEPT_SETTINGS`] holds: the values of `serve`'s own flags (`tls` as `CERT,KEY`,
+/// relative to the directory; `auth` as `USER:PASS`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeptSettings {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<String>,
+    #[serde(default)]
+    pub implicit_tls: bool,
+    #[serde(default)]
+    pub auth: Option<String>,
+}
+
+/// Writes a file only its owner may read (mode 0600 on Unix), also when it exists already.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        // An older file keeps its mode through `open`: narrow it before writing.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    use std::io::Write as _;
+    options.open(path)?.write_all(contents)
+}
+
+/// The settings kept in `dir`, if it holds [`KEPT_SETTINGS`].
+fn read_kept(dir: &Path) -> Result<Option<KeptSettings>, String> {
+    let path = dir.join(KEPT_SETTINGS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// One line per stored message.
 pub fn message_line(m: &StoredMessage) -> String {
     format!(
@@ -68,19 +130,41 @@ pub fn message_line(m: &StoredMessage) -> String {
 }
 
 pub async fn run(args: ServeArgs) -> u8 {
-    if !args.listen.ip().is_loopback() && !args.public {
-        eprintln!(
-            "✗ refusing to listen on {} (not loopback) without --public",
-            args.listen
-        );
+    let kept = match read_kept(&args.dir) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("✗ {e}");
+            return exit::CONFIG;
+        }
+    };
+    let listen = args
+        .listen
+        .or(kept.as_ref().map(|k| k.listen))
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address"));
+    // Flags first, then what the directory keeps; certificate paths are the directory's.
+    let kept_tls = kept.as_ref().and_then(|k| k.tls.as_deref()).map(|pair| {
+        pair.split(',')
+            .map(|p| args.dir.join(p).display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let tls = args.tls.clone().or(kept_tls.clone());
+    let implicit_tls =
+        args.implicit_tls || (args.tls.is_none() && kept.as_ref().is_some_and(|k| k.implicit_tls));
+    let auth = args
+        .auth
+        .clone()
+        .or(kept.as_ref().and_then(|k| k.auth.clone()));
+    if !listen.ip().is_loopback() && !args.public {
+        eprintln!("✗ refusing to listen on {listen} (not loopback) without --public");
         return exit::USAGE;
     }
-    let mut config = ServerConfig::new(args.listen, args.dir.clone());
+    let mut config = ServerConfig::new(listen, args.dir.clone());
     config.hostname = args.hostname.clone();
-    config.implicit_tls = args.implicit_tls;
+    config.implicit_tls = implicit_tls;
     config.allow_insecure_auth = args.allow_insecure_auth;
     config.limits.max_message_size = args.max_size;
-    if let Some(auth) = &args.auth {
+    if let Some(auth) = &auth {
         let Some((user, pass)) = auth.split_once(':') else {
             eprintln!("✗ --auth wants USER:PASS");
             return exit::USAGE;
@@ -88,10 +172,13 @@ pub async fn run(args: ServeArgs) -> u8 {
         config.auth = Some((user.to_owned(), Secret::new(pass)));
     }
     let mut ca_note = None;
-    match args.tls.as_deref() {
+    if args.tls.is_none() && kept_tls.is_some() && args.dir.join(CA_FILE).is_file() {
+        ca_note = Some(args.dir.join(CA_FILE));
+    }
+    match tls.as_deref() {
         None => {}
         Some("self-signed") => {
-            let names = vec![args.hostname.clone(), args.listen.ip().to_string()];
+            let names = vec![args.hostname.clone(), listen.ip().to_string()];
             let ca = match LocalCa::generate(&names) {
                 Ok(ca) => ca,
                 Err(e) => {
@@ -103,7 +190,7 @@ pub async fn run(args: ServeArgs) -> u8 {
                 eprintln!("✗ cannot create {}: {e}", args.dir.display());
                 return exit::CONFIG;
             }
-            let ca_path = args.dir.join("smtpkit-local-ca.pem");
+            let ca_path = args.dir.join(CA_FILE);
             if let Err(e) = std::fs::write(&ca_path, &ca.ca_pem) {
                 eprintln!("✗ cannot write {}: {e}", ca_path.display());
                 return exit::CONFIG;
@@ -142,7 +229,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     let server = match Server::bind_with(config, Some(hook)).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("✗ cannot listen on {}: {e}", args.listen);
+            eprintln!("✗ cannot listen on {listen}: {e}");
             return exit::TEMP_FAIL;
         }
     };
@@ -154,6 +241,12 @@ pub async fn run(args: ServeArgs) -> u8 {
         server.local_addr(),
         args.dir.display()
     );
+    if kept.is_some() {
+        eprintln!(
+            "  with the settings kept in {} (port, certificate, password), as `smtpkit demo --keep` left them",
+            args.dir.join(KEPT_SETTINGS).display()
+        );
+    }
     if let Some(ca) = ca_note {
         eprintln!("  trust the server with `ca_file: {}`", ca.display());
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 
 use super::options::{host_client_name, ClientOptions};
 use super::stream::Stream;
@@ -20,8 +20,14 @@ const QUIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens a TCP connection with TCP_NODELAY set. Without it, Nagle's algorithm and delayed ACKs
 /// add ~40 ms to every pipelined command group.
+///
+/// The host name is resolved first, within the same `limit` as the connection, so that a name
+/// that does not resolve ([`ErrorKind::HostNotFound`], not retried) is told apart from a server
+/// that cannot be reached ([`ErrorKind::Connect`], retried).
 pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Result<TcpStream> {
-    let stream = match timeout(limit, TcpStream::connect((host, port))).await {
+    let deadline = Instant::now() + limit;
+    let addrs = resolve(host, port, deadline, limit).await?;
+    let stream = match timeout_at(deadline, TcpStream::connect(&addrs[..])).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             return Err(Error::new(
@@ -43,6 +49,80 @@ pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Resul
         .set_nodelay(true)
         .map_err(|e| Error::io(Stage::Connect, e))?;
     Ok(stream)
+}
+
+/// The addresses of `host` (an IP address needs no lookup).
+///
+/// std reports a failed `getaddrinfo` as text only, so the answer is read from it: a
+/// temporary failure (`EAI_AGAIN`: no network, the DNS server unreachable or failing, which
+/// is how SERVFAIL comes back) or a system error is [`ErrorKind::Connect`], transient like a
+/// refused connection; anything else (`EAI_NONAME`: NXDOMAIN; `EAI_NODATA`: no address for
+/// the name; `EAI_FAIL`) is [`ErrorKind::HostNotFound`]. A lookup still running at the
+/// deadline is a [`ErrorKind::Timeout`].
+async fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let not_found = |detail: &str| {
+        Error::new(
+            ErrorKind::HostNotFound,
+            Stage::Connect,
+            format!("cannot resolve host {host}: {detail}"),
+        )
+    };
+    match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                return Err(not_found("no address for this name"));
+            }
+            Ok(addrs)
+        }
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            let detail = text
+                .strip_prefix("failed to lookup address information: ")
+                .unwrap_or(&text);
+            let err = if lookup_failed_for_now(&e) {
+                Error::new(
+                    ErrorKind::Connect,
+                    Stage::Connect,
+                    format!("cannot resolve host {host} for now: {detail}"),
+                )
+            } else {
+                not_found(detail)
+            };
+            Err(err.with_source(e))
+        }
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            Stage::Connect,
+            format!("cannot resolve host {host}: the DNS gave no answer within {limit:?}"),
+        )),
+    }
+}
+
+/// Whether a failed lookup may succeed later: the resolver could not answer, as opposed to
+/// answering that the name has no address.
+fn lookup_failed_for_now(e: &std::io::Error) -> bool {
+    // Windows gives the WSA code: WSAHOST_NOT_FOUND (11001), WSANO_RECOVERY (11003) and
+    // WSANO_DATA (11004) are answers; WSATRY_AGAIN (11002) and the rest are not.
+    #[cfg(windows)]
+    if let Some(code) = e.raw_os_error() {
+        return !matches!(code, 11001 | 11003 | 11004);
+    }
+    // Unix: EAI_SYSTEM comes as the OS error; every other code as gai_strerror's text
+    // ("Temporary failure in name resolution" in glibc and macOS, "Try again" in musl).
+    if e.raw_os_error().is_some() {
+        return true;
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("temporary failure") || text.contains("try again")
 }
 
 /// Opens the stream under a session: the options' connector, else TCP with TCP_NODELAY.
@@ -756,5 +836,54 @@ mod tests {
             stream.nodelay().expect("readable option"),
             "TCP_NODELAY must be set"
         );
+    }
+
+    #[test]
+    fn a_lookup_that_may_succeed_later_is_told_from_a_name_that_does_not_exist() {
+        use std::io::Error as IoError;
+        let gai =
+            |text: &str| IoError::other(format!("failed to lookup address information: {text}"));
+        for now in [
+            gai("Temporary failure in name resolution"), // glibc, macOS: EAI_AGAIN
+            gai("Try again"),                            // musl: EAI_AGAIN
+            IoError::from_raw_os_error(110),             // EAI_SYSTEM: the OS error
+        ] {
+            assert!(lookup_failed_for_now(&now), "{now}");
+        }
+        for answer in [
+            gai("Name or service not known"),           // glibc: EAI_NONAME
+            gai("No address associated with hostname"), // glibc: EAI_NODATA
+            gai("Name does not resolve"),               // musl: EAI_NONAME
+            gai("nodename nor servname provided, or not known"), // macOS
+            gai("Non-recoverable failure in name resolution"), // EAI_FAIL
+        ] {
+            assert!(!lookup_failed_for_now(&answer), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_host_not_found_and_not_transient() {
+        // RFC 2606: `.invalid` never resolves. A machine whose resolver cannot answer at all
+        // gets the transient kind instead; either way the error says it could not resolve.
+        let err = connect_tcp("nonexistent.invalid", 25, Duration::from_secs(30))
+            .await
+            .expect_err("does not resolve");
+        assert!(
+            err.to_string()
+                .contains("cannot resolve host nonexistent.invalid"),
+            "{err}"
+        );
+        match err.kind() {
+            ErrorKind::HostNotFound => {
+                assert!(!err.is_transient() && err.is_permanent(), "{err}");
+                let hint = err.hint().expect("a hint");
+                assert!(
+                    hint.contains("`host`") && !hint.contains("telnet"),
+                    "{hint}"
+                );
+            }
+            ErrorKind::Connect | ErrorKind::Timeout => assert!(err.is_transient(), "{err}"),
+            other => panic!("unexpected {other:?}: {err}"),
+        }
     }
 }

@@ -35,6 +35,7 @@ pub use options::ClientOptions;
 pub use sender::{Sender, Sent};
 pub use stream::Stream;
 pub use timeouts::Timeouts;
+pub(crate) use tls::check_ca_file;
 #[cfg(feature = "certificate-summary")]
 pub use tls::CertificateSummary;
 pub use tls::{Security, TlsConnector, TlsInfo, TlsSettings};

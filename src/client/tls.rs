@@ -127,15 +127,31 @@ fn handshake_label(stage: Stage) -> &'static str {
     }
 }
 
+/// The certificates of a `ca_file`; errors name the file, not the key.
 fn read_ca_file(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
+        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("ca_file {} holds no certificate", path.display()));
+        return Err(format!(
+            "{} holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)",
+            path.display()
+        ));
     }
     Ok(certs)
+}
+
+/// Checks that `path` holds certificates usable as trust roots, as [`TlsConnector::new`]
+/// will read them (for errors when a configuration is loaded, naming its file and key).
+pub(crate) fn check_ca_file(path: &Path) -> std::result::Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_ca_file(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 impl TlsConnector {
@@ -164,9 +180,9 @@ impl TlsConnector {
         } else {
             let mut roots = native_roots().clone();
             if let Some(path) = &settings.ca_file {
-                for cert in read_ca_file(path)? {
+                for cert in read_ca_file(path).map_err(|m| format!("ca_file: {m}"))? {
                     roots.add(cert).map_err(|e| {
-                        format!("ca_file {}: unusable certificate: {e}", path.display())
+                        format!("ca_file: {}: unusable certificate: {e}", path.display())
                     })?;
                 }
             }

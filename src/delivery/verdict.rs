@@ -12,7 +12,8 @@ pub(crate) enum Verdict {
     Transient,
     /// This provider cannot send it now, another may: policy and security refusals (`X.7.x`,
     /// AUTH failures, TLS unavailable), quotas and congestion (`X.4.5`, e.g. Gmail's daily
-    /// limit `550 5.4.5`), the mail system (`X.3.x`, e.g. a message too large for it).
+    /// limit `550 5.4.5`), the mail system (`X.3.x`, e.g. a message too large for it), a host
+    /// name that does not resolve.
     Provider,
     /// No provider will do better: bad addresses (`X.1.x`), content (`X.6.x`), protocol
     /// (`X.5.x`), input that cannot be sent.
@@ -66,8 +67,11 @@ pub(crate) fn verdict(err: &Error) -> Verdict {
                 _ => Verdict::Provider,
             }
         }
-        // Checked on our side against this server's limits and extensions.
-        ErrorKind::MessageTooLarge | ErrorKind::Unsupported => return Verdict::Provider,
+        // Checked on our side against this server's limits and extensions; or this provider's
+        // host name does not resolve (its configuration, not the message, is wrong).
+        ErrorKind::MessageTooLarge | ErrorKind::Unsupported | ErrorKind::HostNotFound => {
+            return Verdict::Provider
+        }
         ErrorKind::InvalidInput => return Verdict::Permanent,
         _ => {}
     }
@@ -118,5 +122,23 @@ mod tests {
         for (code, text, want) in table {
             assert_eq!(recipient_verdict(&reply(code, text)), want, "{code} {text}");
         }
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_the_provider_s_problem_not_retried_here() {
+        use crate::error::Stage;
+        let err = Error::new(
+            ErrorKind::HostNotFound,
+            Stage::Connect,
+            "cannot resolve host nonexistent.invalid: Name or service not known",
+        );
+        assert_eq!(verdict(&err), Verdict::Provider);
+        // A resolver that cannot answer for now is retried like a refused connection.
+        let err = Error::new(
+            ErrorKind::Connect,
+            Stage::Connect,
+            "cannot resolve host smtp.example.com for now: Temporary failure in name resolution",
+        );
+        assert_eq!(verdict(&err), Verdict::Transient);
     }
 }

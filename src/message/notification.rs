@@ -252,7 +252,7 @@ impl Notification {
         message_id: Option<&str>,
     ) -> Result<BuiltMessage> {
         let invalid =
-            |message: String| Error::new(ErrorKind::InvalidInput, Stage::Command, message);
+            |message: String| Error::new(ErrorKind::InvalidInput, Stage::Message, message);
         if self.subject.chars().any(char::is_control) {
             return Err(invalid(format!(
                 "subject {:?} contains a control character",
@@ -286,7 +286,8 @@ impl Notification {
         if recipients.is_empty() {
             return Err(invalid("the notification has no recipients".into()));
         }
-        let envelope = Envelope::new(from.address().clone(), recipients).map_err(Error::from)?;
+        let envelope = Envelope::new(from.address().clone(), recipients)
+            .map_err(|e| Error::invalid(Stage::Message, e))?;
         let message_id =
             message_id.map_or_else(|| new_message_id(from.address().domain()), str::to_owned);
 

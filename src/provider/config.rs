@@ -252,11 +252,16 @@ impl Config {
     fn check_files(&self) -> Result<(), ConfigError> {
         for p in &self.providers {
             if let Some(ca) = &p.smtp.ca_file {
+                let path = format!("providers.{}.config.ca_file", p.id);
                 if !ca.is_file() {
                     return Err(ConfigError::new(
-                        format!("providers.{}.config.ca_file", p.id),
+                        path,
                         format!("file {} not found", ca.display()),
                     ));
+                }
+                // Unless no certificate is checked at all, its certificates must be usable.
+                if !p.smtp.tls_skip_verify {
+                    crate::client::check_ca_file(ca).map_err(|m| ConfigError::new(path, m))?;
                 }
             }
         }
@@ -422,10 +427,14 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
             }
         }
     }
-    let host = node
-        .require("host", "the SMTP server host name")?
-        .node(env)
-        .non_empty("host")?;
+    let host_key = node.require("host", "the SMTP server host name")?;
+    let host_node = host_key.node(env);
+    let host = host_node.non_empty("host")?;
+    if let Some(problem) = host_problem(&host) {
+        return Err(host_node.error(format!(
+            "{host:?} is not a host name or IP address: {problem}"
+        )));
+    }
     let port = node
         .require("port", "587 for STARTTLS, 465 for implicit TLS")?
         .node(env)
@@ -651,6 +660,64 @@ fn parse_timeouts(node: Node<'_, '_>) -> Result<Timeouts, ConfigError> {
         }
     }
     Ok(t)
+}
+
+/// Why `host` can be neither a host name nor an IP address, when it cannot: caught when the
+/// configuration is read rather than left to the resolver, which would only say "not known".
+fn host_problem(host: &str) -> Option<String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Some(format!("write the IPv6 address without brackets: {inner}"));
+        }
+    }
+    if let Some((scheme, _)) = host.split_once("://") {
+        return Some(format!(
+            "write the host name alone, without `{scheme}://` (the port goes under `port`)"
+        ));
+    }
+    if let Some((name, port)) = host.rsplit_once(':') {
+        if !name.contains(':') && port.parse::<u16>().is_ok() {
+            return Some(format!(
+                "write the port under `port`, not after the host name (`host: {name}`)"
+            ));
+        }
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if let Some(c) = host.chars().find(|&c| !allowed(c)) {
+        let what = match c {
+            ' ' => "a space".to_owned(),
+            c if c.is_whitespace() => "white space".to_owned(),
+            c if c.is_control() => "a control character".to_owned(),
+            c if !c.is_ascii() => format!(
+                "the non-ASCII character {c:?} (write an internationalized name in its \
+                 ASCII form, xn--…)"
+            ),
+            c => format!("{c:?}"),
+        };
+        return Some(format!(
+            "it contains {what}; a host name has only letters, digits, '-', '_' and '.'"
+        ));
+    }
+    // A final dot is allowed: `smtp.example.com.` is the fully qualified form.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() > 253 {
+        return Some("it is longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some("it has an empty label (a leading dot, or two dots in a row)".into());
+        }
+        if label.len() > 63 {
+            return Some(format!("its label {label:?} is longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("its label {label:?} begins or ends with '-'"));
+        }
+    }
+    None
 }
 
 /// A value still holding a placeholder of the spec's examples, such as `<your-smtp-password>`.

@@ -80,7 +80,8 @@ fn build_route(
             ErrorKind::Tls => ".ca_file",
             _ => "",
         };
-        ConfigError::new(format!("{path}{key}"), e.to_string())
+        // The key names where; the stage (connect, STARTTLS) would only mislead.
+        ConfigError::new(format!("{path}{key}"), e.message())
     })?;
     options.transcript = transcript.cloned();
     if let Some(source) = sources.get(&p.id) {

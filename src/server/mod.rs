@@ -109,6 +109,9 @@ impl ServerConfig {
     }
 }
 
+/// How long a stopping server waits for sessions in the middle of a message body.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Called for every stored message (e.g. to print a line or notify a test).
 pub type MessageHook = Arc<dyn Fn(&StoredMessage) + Send + Sync>;
 
@@ -116,6 +119,8 @@ pub(crate) struct Shared {
     config: ServerConfig,
     store: MessageStore,
     on_message: Option<MessageHook>,
+    /// Set once the server is stopping: sessions waiting for a command say `421` and close.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A bound server, ready to run.
@@ -153,6 +158,7 @@ impl Server {
                 config,
                 store,
                 on_message,
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -164,8 +170,11 @@ impl Server {
             .unwrap_or(self.shared.config.listen)
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives open sessions up to
-    /// 5 seconds to finish (a message being stored is finished; none is half-written).
+    /// Serves until `shutdown` completes, then stops accepting and ends the open sessions:
+    /// one waiting for a command (an idle client, one between messages) is answered
+    /// `421 4.3.2 shutting down` and closed at once (RFC 5321 §3.8); one in the middle of a
+    /// message body gets up to 5 seconds to finish it (the message is stored and answered,
+    /// then the `421` follows); what is left after that is ended where it stands.
     ///
     /// Cancel safety: dropping the future stops the server at once: every session is ended
     /// where it stands. A message is stored whole (written to a hidden file and renamed in one
@@ -205,9 +214,24 @@ impl Server {
                         let config = &shared.config;
                         let stream: Box<dyn crate::client::Stream> = if config.implicit_tls {
                             let Some(tls) = config.tls.clone() else { return };
-                            match tokio::time::timeout(config.limits.idle_timeout, TlsAcceptor::from(tls).accept(stream)).await {
-                                Ok(Ok(s)) => Box::new(s),
-                                _ => return,
+                            let mut stopping = shared.stopping.subscribe();
+                            let accept = tokio::time::timeout(
+                                config.limits.idle_timeout,
+                                TlsAcceptor::from(tls).accept(stream),
+                            );
+                            tokio::select! {
+                                accepted = accept => match accepted {
+                                    Ok(Ok(s)) => Box::new(s),
+                                    Ok(Err(e)) => {
+                                        tracing::warn!("session {peer}: TLS handshake (implicit TLS) failed: {e}");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::warn!("session {peer}: no TLS handshake (implicit TLS) within {:?}", config.limits.idle_timeout);
+                                        return;
+                                    }
+                                },
+                                _ = stopping.wait_for(|&stop| stop) => return,
                             }
                         } else {
                             Box::new(stream)
@@ -220,7 +244,8 @@ impl Server {
             }
         }
         drop(self.listener);
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        self.shared.stopping.send_replace(true);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while sessions.join_next().await.is_some() {}
         })
         .await;

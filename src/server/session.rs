@@ -26,6 +26,8 @@ type Step<T = ()> = Result<T, End>;
 
 pub(super) struct Session {
     shared: Arc<Shared>,
+    /// Becomes true when the server stops.
+    stopping: tokio::sync::watch::Receiver<bool>,
     stream: Option<Box<dyn Stream>>,
     peer: SocketAddr,
     inbuf: Vec<u8>,
@@ -62,6 +64,7 @@ impl Session {
         tls: bool,
     ) -> Session {
         Session {
+            stopping: shared.stopping.subscribe(),
             shared,
             stream: Some(stream),
             peer,
@@ -115,18 +118,45 @@ impl Session {
     }
 
     /// Reads more input; flushes pending replies first only when no complete line is waiting.
-    async fn fill(&mut self) -> Step {
+    ///
+    /// Waiting for a command (`between_commands`), a server that is stopping answers
+    /// `421 4.3.2 shutting down` and ends the session; in the middle of a message body it
+    /// goes on reading, so that the message is stored whole (or, past the server's grace
+    /// period, not at all).
+    async fn fill(&mut self, between_commands: bool) -> Step {
         self.flush().await?;
         let idle = self.shared.config.limits.idle_timeout;
         let stream = self.stream.as_mut().ok_or(End::Gone)?;
         let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
+        let read = tokio::time::timeout(idle, stream.read(&mut chunk));
+        let read = if between_commands {
+            // Dropping the read is safe: nothing read is lost, the session ends.
+            let stopped = tokio::select! {
+                read = read => Ok(read),
+                _ = self.stopping.wait_for(|&stop| stop) => Err(End::Done),
+            };
+            match stopped {
+                Ok(read) => read,
+                Err(end) => {
+                    tracing::info!(
+                        "session {}: closed with 421, the server is stopping",
+                        self.peer
+                    );
+                    self.reply("421 4.3.2 shutting down");
+                    return Err(end);
+                }
+            }
+        } else {
+            read.await
+        };
+        match read {
             Ok(Ok(0)) | Ok(Err(_)) => Err(End::Gone),
             Ok(Ok(n)) => {
                 self.inbuf.extend_from_slice(&chunk[..n]);
                 Ok(())
             }
             Err(_) => {
+                tracing::info!("session {}: idle for {idle:?}, closed with 421", self.peer);
                 self.reply("421 4.4.2 idle too long, closing");
                 Err(End::Done)
             }
@@ -152,7 +182,7 @@ impl Session {
                 self.inbuf.clear();
                 discarding = true;
             }
-            self.fill().await?;
+            self.fill(true).await?;
         }
     }
 
@@ -233,6 +263,10 @@ impl Session {
             return self.reply("503 5.5.1 say EHLO first");
         }
         if config.auth.is_some() && self.authenticated.is_none() {
+            tracing::warn!(
+                "session {}: MAIL refused with 530: AUTH is required and the client has not authenticated",
+                self.peer
+            );
             return self.reply("530 5.7.0 authentication required");
         }
         if self.mail_from.is_some() {
@@ -310,7 +344,13 @@ impl Session {
                 self.inbuf = input[end..].to_vec();
                 break;
             }
-            self.fill().await?;
+            if let Err(end) = self.fill(false).await {
+                tracing::warn!(
+                    "session {}: the connection ended in the middle of a message body; nothing stored",
+                    self.peer
+                );
+                return Err(end);
+            }
         }
         let from = self.mail_from.take().unwrap_or_default();
         let rcpts = std::mem::take(&mut self.rcpts);
@@ -379,7 +419,8 @@ impl Session {
         self.flush().await?;
         let stream = self.stream.take().ok_or(End::Gone)?;
         let accept = TlsAcceptor::from(config).accept(stream);
-        match tokio::time::timeout(self.shared.config.limits.idle_timeout, accept).await {
+        let limit = self.shared.config.limits.idle_timeout;
+        match tokio::time::timeout(limit, accept).await {
             Ok(Ok(tls)) => {
                 self.stream = Some(Box::new(tls));
                 self.tls = true;
@@ -390,7 +431,20 @@ impl Session {
                 self.reset_transaction();
                 Ok(())
             }
-            _ => Err(End::Gone),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "session {}: TLS handshake after STARTTLS failed: {e}",
+                    self.peer
+                );
+                Err(End::Gone)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "session {}: no TLS handshake after STARTTLS within {limit:?}",
+                    self.peer
+                );
+                Err(End::Gone)
+            }
         }
     }
 
@@ -400,6 +454,10 @@ impl Session {
             return Ok(());
         };
         if !self.tls && !self.shared.config.allow_insecure_auth {
+            tracing::warn!(
+                "session {}: AUTH refused with 538: the session is not encrypted (STARTTLS first, or serve with --allow-insecure-auth)",
+                self.peer
+            );
             self.reply("538 5.7.11 encryption required for requested authentication mechanism");
             return Ok(());
         }
@@ -455,7 +513,20 @@ impl Session {
                 self.authenticated = Some(u);
                 self.reply("235 2.7.0 authentication successful");
             }
-            _ => self.reply("535 5.7.8 authentication credentials invalid"),
+            Some((u, _)) => {
+                tracing::warn!(
+                    "session {}: AUTH {mechanism} failed for user {u:?}: wrong user name or password (535)",
+                    self.peer
+                );
+                self.reply("535 5.7.8 authentication credentials invalid");
+            }
+            None => {
+                tracing::warn!(
+                    "session {}: AUTH {mechanism} failed: the response holds no user name and password (535)",
+                    self.peer
+                );
+                self.reply("535 5.7.8 authentication credentials invalid");
+            }
         }
         Ok(())
     }

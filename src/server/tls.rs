@@ -8,6 +8,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 
+use crate::proto::Secret;
+
 /// A certificate authority made for one run, and a server certificate it signed.
 ///
 /// Clients trust the run's server by trusting `ca_pem` (the `ca_file` setting), so no
@@ -15,6 +17,11 @@ use rustls::ServerConfig;
 pub struct LocalCa {
     /// The CA certificate, PEM.
     pub ca_pem: String,
+    /// The server's certificate (the leaf the CA signed), PEM: with `key_pem`, what
+    /// [`load_cert_key`] reads back, to serve again with the same CA.
+    pub cert_pem: String,
+    /// The server certificate's private key, PEM (PKCS#8).
+    pub key_pem: Secret,
     /// A rustls server configuration presenting the signed leaf.
     pub server_config: Arc<ServerConfig>,
 }
@@ -56,6 +63,8 @@ impl LocalCa {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         Ok(LocalCa {
             ca_pem: ca_cert.pem(),
+            cert_pem: leaf_cert.pem(),
+            key_pem: Secret::new(leaf_key.serialize_pem()),
             server_config: server_config(vec![leaf_cert.der().clone()], key)?,
         })
     }
