@@ -39,6 +39,8 @@ pub enum Stage {
     Command,
     /// Around the sessions of a delivery: rate limits, the send's total deadline.
     Delivery,
+    /// Getting an OAuth 2.0 access token from the token endpoint, before AUTH.
+    Token,
     /// Building the message, before any session: its subject, body, attachments and
     /// recipients (input that cannot be sent; nothing reached a server).
     Message,
@@ -64,6 +66,7 @@ impl Stage {
             Stage::Command => "command",
             Stage::Delivery => "delivery",
             Stage::Message => "message",
+            Stage::Token => "token",
         }
     }
 }
@@ -87,6 +90,7 @@ impl fmt::Display for Stage {
             Stage::Command => "command",
             Stage::Delivery => "delivery",
             Stage::Message => "message",
+            Stage::Token => "OAuth 2.0 token",
         })
     }
 }
@@ -164,6 +168,9 @@ pub struct Error {
     reply: Option<Reply>,
     recipients: Vec<RecipientResult>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// AUTH was refused with a secret whose source will give a new one: one more session
+    /// may succeed (see `Connection::connect`).
+    pub(crate) new_secret_may_help: bool,
 }
 
 impl Error {
@@ -182,6 +189,7 @@ impl Error {
             reply: None,
             recipients: Vec::new(),
             source: None,
+            new_secret_may_help: false,
         }
     }
 
@@ -210,6 +218,7 @@ impl Error {
             reply: self.reply.clone(),
             recipients: self.recipients.clone(),
             source: None,
+            new_secret_may_help: self.new_secret_may_help,
         }
     }
 
@@ -318,6 +327,40 @@ impl Error {
             (ErrorKind::HostNotFound, _, _) => {
                 "The host name does not resolve: check `host` for a typo, and that the name exists (`host NAME` or `dig NAME`). Not retried: the same name gives the same answer."
             }
+            (ErrorKind::Auth, Stage::Token, _) if self.message.contains("invalid_grant") => {
+                "The refresh token was revoked or has expired (password change, long unused, or a policy): run `smtpkit auth login --config FILE --provider NAME` to sign in again; the new token goes to `token_cache`."
+            }
+            (ErrorKind::Auth, Stage::Token, _) if self.message.starts_with("no refresh token") => {
+                "Sign in once with `smtpkit auth login --config FILE --provider NAME`: it stores the refresh token in `token_cache` (or prints it with `--print`, for `refresh_token: ${VAR}`)."
+            }
+            (ErrorKind::Auth, Stage::Token, _) if self.message.contains("invalid_client") => {
+                "Check `client_id` and `client_secret` against the app registration (client secrets expire: create a new one); a public client has no `client_secret`."
+            }
+            (ErrorKind::Auth, Stage::Token, _) => {
+                "Check the `oauth2` settings (tenant, client_id, scope, grant) against the app registration; the words in parentheses are the identity provider's."
+            }
+            (ErrorKind::Connect | ErrorKind::Timeout, Stage::Token, _) => {
+                "The token endpoint could not be reached: check the network and `token_url` (or the preset's endpoint). It is retried like a connection failure."
+            }
+            (_, Stage::Token, _) => {
+                "The token endpoint did not answer as an OAuth 2.0 token endpoint: check `token_url`."
+            }
+            // Microsoft 365 with Basic authentication turned off for SMTP AUTH.
+            (ErrorKind::Auth | ErrorKind::Rejected, _, Some(535 | 550))
+                if self.enhanced_is("5.7.139") || self.enhanced_is("5.7.30") =>
+            {
+                "Microsoft 365 refuses password (Basic) authentication here: add an `oauth2:` block with `provider: microsoft` (README: \"Gmail, Outlook.com and Microsoft 365 with OAuth 2.0\"), or have an administrator enable Authenticated SMTP for the mailbox."
+            }
+            (ErrorKind::Auth | ErrorKind::Rejected, _, Some(535)) if self.enhanced_is("5.7.3") => {
+                "Microsoft 365 did not accept the login: with a password, check it and that Authenticated SMTP is enabled for the mailbox; with `oauth2`, check that the app has SMTP.Send (or SMTP.SendAsApp, with its service principal registered in Exchange Online) and that `user` is the mailbox."
+            }
+            // Gmail: 2-Step Verification on, a plain password given.
+            (ErrorKind::Auth | ErrorKind::Rejected, _, Some(534)) if self.enhanced_is("5.7.9") => {
+                "Gmail wants an App Password (Google Account → Security → 2-Step Verification → App passwords) in `pass`, or an `oauth2:` block with `provider: google`."
+            }
+            (ErrorKind::Auth | ErrorKind::Rejected, _, Some(535)) if self.reply_mentions("BADCREDENTIALS") => {
+                "Gmail did not accept these credentials: use an App Password, not the account password, or an `oauth2:` block with `provider: google`. With `oauth2` (already refreshed once), check that the scope is https://mail.google.com/ and that `user` is the account the token belongs to."
+            }
             (ErrorKind::Connect, _, _) if self.message.starts_with("cannot resolve host") => {
                 "The DNS lookup failed for now (no network, or the DNS server is unreachable or failing): check the network and the resolver (/etc/resolv.conf); it is retried."
             }
@@ -375,6 +418,14 @@ impl Error {
 }
 
 impl Error {
+    /// Whether the server's reply carries the enhanced status code `code` (`5.7.139`).
+    fn enhanced_is(&self, code: &str) -> bool {
+        self.reply
+            .as_ref()
+            .and_then(Reply::enhanced_code)
+            .is_some_and(|e| e.to_string() == code)
+    }
+
     /// Whether the server's reply says `word` (case-insensitive).
     fn reply_mentions(&self, word: &str) -> bool {
         self.reply.as_ref().is_some_and(|r| {

@@ -91,6 +91,7 @@ pub mod client;
 pub mod delivery;
 mod error;
 pub mod message;
+pub mod oauth;
 pub mod proto;
 pub mod provider;
 #[cfg(feature = "server")]

@@ -52,6 +52,15 @@ pub trait SecretSource: std::fmt::Debug + Send + Sync + 'static {
     /// Cancel safety: the future may be dropped (a timeout, a cancelled send); it must leave
     /// nothing half-done that a later call would trip over.
     fn secret(&self) -> SecretFuture<'_>;
+
+    /// Told that the server refused `secret` (`535` after AUTH): an OAuth 2.0 token revoked
+    /// or expired early. Return true when the next [`SecretSource::secret`] will give a
+    /// different secret worth one more session; [`Connection::connect`] then tries once more.
+    /// The default, for a secret that cannot change on demand, is false.
+    fn refused(&self, secret: &Secret) -> bool {
+        let _ = secret;
+        false
+    }
 }
 
 #[derive(Clone)]
@@ -126,6 +135,14 @@ impl Credentials {
         }
     }
 
+    /// Tells the source that the server refused `secret`; true when a new one may help.
+    pub(crate) fn refused(&self, secret: &Secret) -> bool {
+        match &self.secret {
+            SecretKind::Fixed(_) => false,
+            SecretKind::Source(source) => source.refused(secret),
+        }
+    }
+
     /// The secret to use now: the fixed one, or what the source gives.
     pub(crate) async fn current_secret(&self) -> Result<Secret> {
         match &self.secret {
@@ -190,10 +207,18 @@ impl Connection {
         let secret = credentials.current_secret().await?;
         self.wire().begin(Stage::Auth)?;
         let result = self
-            .auth_exchange(credentials.username(), secret, mechanism)
+            .auth_exchange(credentials.username(), secret.clone(), mechanism)
             .await;
         self.wire().end();
-        result
+        result.map_err(|mut err| {
+            // RFC 4954 §6: 535 says these credentials are not accepted; a source that can
+            // give new ones (an OAuth token fetched anew) earns one more session.
+            let refused = err.reply().is_some_and(|r| r.code().value() == 535);
+            if refused && credentials.refused(&secret) {
+                err.new_secret_may_help = true;
+            }
+            err
+        })
     }
 
     async fn auth_exchange(

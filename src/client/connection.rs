@@ -404,6 +404,27 @@ impl Connection {
     ///
     /// Cancel safety: nothing outlives a dropped future; the half-open connection is closed.
     pub async fn connect(host: &str, port: u16, options: ClientOptions) -> Result<Connection> {
+        match Connection::connect_once(host, port, options.clone()).await {
+            // The credentials' source has a new secret for a refused one (an OAuth 2.0 token
+            // the server found revoked or expired): one more session, not more.
+            Err(err) if err.new_secret_may_help => {
+                if let Some(t) = &options.transcript {
+                    super::record_note(
+                        t,
+                        &format!("AUTH refused ({err}); one more session with a new secret"),
+                    );
+                }
+                let mut result = Connection::connect_once(host, port, options).await;
+                if let Err(err) = &mut result {
+                    err.new_secret_may_help = false;
+                }
+                result
+            }
+            result => result,
+        }
+    }
+
+    async fn connect_once(host: &str, port: u16, options: ClientOptions) -> Result<Connection> {
         let security = options.security.resolve(port);
         let credentials = options.credentials.clone();
         let mechanism = options.auth_mechanism;

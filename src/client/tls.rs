@@ -200,6 +200,12 @@ impl TlsConnector {
         })
     }
 
+    /// The rustls configuration (for an HTTPS client that trusts the same roots).
+    #[cfg(feature = "oauth2")]
+    pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
     /// The connector with default settings (system roots), built once per process.
     pub fn system() -> Result<TlsConnector> {
         TlsConnector::system_at(Stage::Connect)

@@ -66,6 +66,8 @@ pub struct SmtpSettings {
     pub rate_limit: RateLimits,
     /// `fallback` (extension): providers tried in order when this one fails transiently.
     pub fallback: Vec<String>,
+    /// `oauth2` (extension): XOAUTH2 with tokens from an identity provider instead of `pass`.
+    pub oauth2: Option<crate::oauth::OAuth2Settings>,
 }
 
 /// What the `provider:` key said.
@@ -136,6 +138,7 @@ const SMTP_KEYS: &[&str] = &[
     "retry",
     "rate_limit",
     "fallback",
+    "oauth2",
 ];
 const POOL_KEYS: &[&str] = &[
     "max_connections",
@@ -213,12 +216,17 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read: {e}")).in_file(&shown))?;
         let mut config = Config::from_yaml_str(&text).map_err(|e| e.in_file(&shown))?;
-        // Relative ca_file paths are relative to the file that names them.
+        // Relative ca_file and token_cache paths are relative to the file that names them.
         let base = path.parent().unwrap_or(Path::new("."));
         for p in &mut config.providers {
             if let Some(ca) = &p.smtp.ca_file {
                 if ca.is_relative() {
                     p.smtp.ca_file = Some(base.join(ca));
+                }
+            }
+            if let Some(o) = &mut p.smtp.oauth2 {
+                if o.token_cache.is_relative() {
+                    o.token_cache = base.join(&o.token_cache);
                 }
             }
         }
@@ -452,6 +460,42 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
             ),
         },
     };
+    let oauth2 = node
+        .get("oauth2")
+        .map(|o| super::oauth2_config::parse_oauth2(o.node(env)))
+        .transpose()?;
+    if oauth2.is_some() {
+        // The block means XOAUTH2 with its tokens: `auth` may say so, nothing else.
+        if let Some(a) = node.get("auth") {
+            if !matches!(
+                auth,
+                AuthSetting::Auto | AuthSetting::Mechanism(Mechanism::XOAuth2)
+            ) {
+                return Err(a.node(env).error(
+                    "with `oauth2` the mechanism is xoauth2: remove `auth` or set `auth: xoauth2`",
+                ));
+            }
+        }
+        if let Some(p) = node.get("pass") {
+            return Err(p.node(env).error(
+                "not used with `oauth2` (the access token replaces the password): remove `pass`",
+            ));
+        }
+        let user = node
+            .require(
+                "user",
+                "the mailbox to send as; it goes into the XOAUTH2 string",
+            )?
+            .node(env)
+            .non_empty("user")?;
+        let login = Login {
+            auth: AuthSetting::Mechanism(Mechanism::XOAuth2),
+            user: Some(user),
+            pass: None,
+            oauth2,
+        };
+        return finish_smtp(node, (host, port), login);
+    }
     let (user, pass) = if auth == AuthSetting::None {
         (
             node.get("user").map(|u| u.node(env).string()).transpose()?,
@@ -473,6 +517,36 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
             Some(Secret::new(pass.node(env).non_empty("pass")?)),
         )
     };
+    let login = Login {
+        auth,
+        user,
+        pass,
+        oauth2: None,
+    };
+    finish_smtp(node, (host, port), login)
+}
+
+/// How a provider logs in, as read from `auth`, `user`, `pass` and `oauth2`.
+struct Login {
+    auth: AuthSetting,
+    user: Option<String>,
+    pass: Option<Secret>,
+    oauth2: Option<crate::oauth::OAuth2Settings>,
+}
+
+/// The keys after the server and the login, the same with and without `oauth2`.
+fn finish_smtp(
+    node: Node<'_, '_>,
+    (host, port): (String, u16),
+    login: Login,
+) -> Result<SmtpSettings, ConfigError> {
+    let env = node.env();
+    let Login {
+        auth,
+        user,
+        pass,
+        oauth2,
+    } = login;
     let from = node
         .require("from", "the default sender address")?
         .node(env)
@@ -563,6 +637,7 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
         helo_name,
         timeouts,
         total_timeout: Some(total_timeout),
+        oauth2,
     })
 }
 

@@ -84,9 +84,14 @@ fn build_route(
         ConfigError::new(format!("{path}{key}"), e.message())
     })?;
     options.transcript = transcript.cloned();
-    if let Some(source) = sources.get(&p.id) {
+    let source = match (sources.get(&p.id), &p.smtp.oauth2) {
+        (Some(source), _) => Some(source.clone()),
+        (None, Some(oauth2)) => Some(token_source(&p.smtp, oauth2, &path)?),
+        (None, None) => None,
+    };
+    if let Some(source) = source {
         let user = p.smtp.user.clone().unwrap_or_default();
-        let credentials = Credentials::from_source(user, source.clone())
+        let credentials = Credentials::from_source(user, source)
             .map_err(|e| ConfigError::new(format!("{path}.user"), e.to_string()))?;
         options.credentials = Some(credentials);
     }
@@ -106,6 +111,37 @@ fn build_route(
         options,
         fallback: p.smtp.fallback.clone(),
     })
+}
+
+/// The provider's OAuth 2.0 token source, shared with every other route of the same account
+/// in the process.
+#[cfg(feature = "oauth2")]
+fn token_source(
+    s: &SmtpSettings,
+    oauth2: &crate::oauth::OAuth2Settings,
+    path: &str,
+) -> Result<Arc<dyn SecretSource>, ConfigError> {
+    let user = s.user.as_deref().unwrap_or_default();
+    let source = crate::oauth::TokenSource::shared(
+        oauth2.clone(),
+        user,
+        s.ca_file.clone(),
+        s.timeouts.command,
+    )
+    .map_err(|e| ConfigError::new(format!("{path}.oauth2"), e.message()))?;
+    Ok(source)
+}
+
+#[cfg(not(feature = "oauth2"))]
+fn token_source(
+    _: &SmtpSettings,
+    _: &crate::oauth::OAuth2Settings,
+    path: &str,
+) -> Result<Arc<dyn SecretSource>, ConfigError> {
+    Err(ConfigError::new(
+        format!("{path}.oauth2"),
+        "this build of smtpkit has no OAuth 2.0 support: enable the crate feature `oauth2`",
+    ))
 }
 
 impl RouteTable {

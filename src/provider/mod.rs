@@ -6,6 +6,7 @@ mod duration;
 mod env_expand;
 mod error;
 mod mailer;
+mod oauth2_config;
 mod workflow;
 mod yaml_document;
 mod yaml_literal;
