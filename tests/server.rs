@@ -12,10 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use smtpkit::client::{
     ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector, TlsSettings,
+    Transcript,
 };
-use smtpkit::proto::{Address, Command, Parameter, Secret};
+use smtpkit::proto::{Address, Command, Mechanism, MechanismName, Parameter, Secret};
 use smtpkit::server::{LocalCa, Server, ServerConfig, ServerLimits, StoredMessage};
 use smtpkit::ErrorKind;
 use support::real_servers::{run_tests, tokio_trials, Flavor, TestResult};
@@ -38,6 +41,9 @@ fn main() -> std::process::ExitCode {
         serve_logs_failed_sessions_not_sni_noise_and_says_421_on_ctrl_c,
         demo_keep_leaves_a_config_that_works_against_serve_on_the_kept_dir,
         the_readme_client_example_reaches_serve_started_as_the_readme_says,
+        xoauth2_accepts_the_token_and_answers_a_wrong_one_as_gmail_does,
+        xoauth2_on_the_wire_json_challenge_empty_line_and_cancel,
+        serve_xoauth2_with_python_smtplib_and_no_token_in_its_output,
     ])
 }
 
@@ -67,6 +73,21 @@ impl Running {
 }
 
 async fn start(tls: bool, implicit: bool, auth: bool, limits: ServerLimits) -> Running {
+    start_with(tls, implicit, limits, |config| {
+        if auth {
+            config.auth = Some(("user".into(), Secret::new("right-password")));
+        }
+    })
+    .await
+}
+
+/// Like [`start`], with the AUTH accounts (and anything else) set by `configure`.
+async fn start_with(
+    tls: bool,
+    implicit: bool,
+    limits: ServerLimits,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = LocalCa::generate(&["localhost".into(), "127.0.0.1".into()]).expect("ca");
     let ca_file = dir.path().join("ca.pem");
@@ -80,9 +101,7 @@ async fn start(tls: bool, implicit: bool, auth: bool, limits: ServerLimits) -> R
         config.tls = Some(ca.server_config);
         config.implicit_tls = implicit;
     }
-    if auth {
-        config.auth = Some(("user".into(), Secret::new("right-password")));
-    }
+    configure(&mut config);
     let (tx, stored) = mpsc::unbounded_channel();
     let hook = Arc::new(move |m: &StoredMessage| {
         let _ = tx.send(m.clone());
@@ -231,7 +250,7 @@ async fn auth_failure_auth_required_and_no_auth_before_tls() -> TestResult {
     assert!(plain.capabilities().auth_mechanisms().is_empty());
     let reply = plain
         .command(&Command::Auth {
-            mechanism: smtpkit::proto::MechanismName::new("PLAIN").expect("valid"),
+            mechanism: MechanismName::new("PLAIN").expect("valid"),
             initial_response: None,
         })
         .await
@@ -990,17 +1009,30 @@ async fn spawn_serve(
     Vec<String>,
     u16,
 ) {
+    spawn_serve_with(
+        mail_dir,
+        rust_log,
+        &["--tls", "self-signed", "--auth", "u:p"],
+    )
+    .await
+}
+
+/// `smtpkit serve` with `args` on a free port, with `RUST_LOG` as given.
+async fn spawn_serve_with(
+    mail_dir: &Path,
+    rust_log: Option<&str>,
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    mpsc::UnboundedReceiver<String>,
+    mpsc::UnboundedReceiver<String>,
+    Vec<String>,
+    u16,
+) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"));
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls",
-            "self-signed",
-            "--auth",
-            "u:p",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .arg("--dir")
         .arg(mail_dir)
         .env_remove("RUST_LOG")
@@ -1260,5 +1292,381 @@ async fn the_readme_client_example_reaches_serve_started_as_the_readme_says() ->
     )
     .await;
     child.kill().await.expect("kill");
+    Ok(())
+}
+
+/// The XOAUTH2 account of the tests below.
+const XOAUTH2_USER: &str = "u@example.com";
+const XOAUTH2_TOKEN: &str = "ya29.test-token_0123456789";
+/// What Gmail sends, base64-encoded in a `334`, for a wrong user or token.
+const GMAIL_XOAUTH2_ERROR: &str =
+    r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#;
+
+fn with_xoauth2(config: &mut ServerConfig) {
+    config.xoauth2 = Some((XOAUTH2_USER.into(), Secret::new(XOAUTH2_TOKEN)));
+}
+
+/// The base64 XOAUTH2 initial response for `user` and `token`.
+fn xoauth2_response(user: &str, token: &str) -> String {
+    BASE64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+}
+
+async fn xoauth2_accepts_the_token_and_answers_a_wrong_one_as_gmail_does() -> TestResult {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), "mail".into());
+    with_xoauth2(&mut config);
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains(XOAUTH2_USER) && !shown.contains(XOAUTH2_TOKEN),
+        "{shown}"
+    );
+
+    let mut server = start_with(true, false, ServerLimits::default(), with_xoauth2).await;
+    let (transcript, lines) = Transcript::buffer();
+    let mut options = client_options(&server.ca_file, Security::StartTls, None);
+    options.transcript = Some(transcript);
+    let mut conn = Connection::connect("127.0.0.1", server.port, options)
+        .await
+        .expect("STARTTLS");
+    // Only XOAUTH2 is configured: only XOAUTH2 is offered, and PLAIN is refused.
+    assert_eq!(conn.capabilities().auth_mechanisms(), ["XOAUTH2"]);
+    let reply = conn
+        .command(&Command::Auth {
+            mechanism: MechanismName::new("PLAIN").expect("valid"),
+            initial_response: None,
+        })
+        .await
+        .expect("reply");
+    assert_eq!(reply.code().value(), 504);
+
+    // No AUTH yet: MAIL is refused with 530.
+    let err = conn
+        .send_mail(&envelope(&["a@example.org"]), MESSAGE)
+        .await
+        .expect_err("530");
+    assert_eq!(err.reply().map(|r| r.code().value()), Some(530), "{err}");
+
+    // A wrong token: Gmail's JSON challenge, the client's empty line, then 535.
+    let wrong = Credentials::new(XOAUTH2_USER, Secret::new("ya29.wrong-token")).expect("valid");
+    let before = lines.lines().len();
+    let err = conn
+        .authenticate(&wrong, Some(Mechanism::XOAuth2))
+        .await
+        .expect_err("a wrong token");
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert_eq!(
+        err.reply().map(ToString::to_string).as_deref(),
+        Some("535 5.7.8 Username and Password not accepted")
+    );
+    let challenge = format!("S: 334 {}", BASE64.encode(GMAIL_XOAUTH2_ERROR));
+    assert_eq!(
+        lines.lines()[before..],
+        [
+            "C: AUTH XOAUTH2 <redacted>",
+            challenge.as_str(),
+            // The client's empty line: every AUTH payload is redacted, an empty one too (its
+            // bytes on the wire are checked by the raw-socket test).
+            "C: <redacted>",
+            "S: 535 5.7.8 Username and Password not accepted",
+        ]
+    );
+
+    // The right token on the same session: 235, and the message names the user.
+    let good = Credentials::new(XOAUTH2_USER, Secret::new(XOAUTH2_TOKEN)).expect("valid");
+    let reply = conn
+        .authenticate(&good, Some(Mechanism::XOAuth2))
+        .await
+        .expect("the right token");
+    assert_eq!(reply.to_string(), "235 2.7.0 Accepted");
+    conn.send_mail(&envelope(&["a@example.org"]), MESSAGE)
+        .await
+        .expect("sent");
+    conn.quit().await.expect("quit");
+    let stored = server.next_message().await;
+    assert_eq!(stored.authenticated_as.as_deref(), Some(XOAUTH2_USER));
+    assert!(stored.tls);
+
+    let shown = lines.lines().join("\n");
+    for secret in [
+        XOAUTH2_TOKEN.to_owned(),
+        "ya29.wrong-token".to_owned(),
+        xoauth2_response(XOAUTH2_USER, XOAUTH2_TOKEN),
+        xoauth2_response(XOAUTH2_USER, "ya29.wrong-token"),
+    ] {
+        assert!(!shown.contains(&secret), "{secret} in:\n{shown}");
+    }
+
+    // With a password account too, EHLO offers both, and PLAIN still works.
+    server.stop().await;
+    let mut server = start_with(true, false, ServerLimits::default(), |config| {
+        with_xoauth2(config);
+        config.auth = Some(("user".into(), Secret::new("right-password")));
+    })
+    .await;
+    let mut conn = Connection::connect(
+        "127.0.0.1",
+        server.port,
+        client_options(&server.ca_file, Security::StartTls, Some("right-password")),
+    )
+    .await
+    .expect("STARTTLS and AUTH PLAIN");
+    assert_eq!(
+        conn.capabilities().auth_mechanisms(),
+        ["PLAIN", "LOGIN", "XOAUTH2"]
+    );
+    conn.send_mail(&envelope(&["a@example.org"]), MESSAGE)
+        .await
+        .expect("sent");
+    conn.quit().await.expect("quit");
+    assert_eq!(
+        server.next_message().await.authenticated_as.as_deref(),
+        Some("user")
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// Writes `line` and CRLF, and reads one reply line.
+async fn exchange(s: &mut BufReader<tokio::net::TcpStream>, line: &str) -> String {
+    s.get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .expect("write");
+    read_reply_line(s).await
+}
+
+async fn xoauth2_on_the_wire_json_challenge_empty_line_and_cancel() -> TestResult {
+    let mut server = start_with(false, false, ServerLimits::default(), |config| {
+        with_xoauth2(config);
+        config.allow_insecure_auth = true;
+    })
+    .await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let mut s = BufReader::new(stream);
+    assert!(read_reply_line(&mut s).await.starts_with("220 "));
+    let mut ehlo = vec![exchange(&mut s, "EHLO raw.test").await];
+    while !ehlo[ehlo.len() - 1].starts_with("250 ") {
+        ehlo.push(read_reply_line(&mut s).await);
+    }
+    assert!(
+        ehlo.iter()
+            .any(|l| &l[3..] == " AUTH XOAUTH2\r\n" || &l[3..] == "-AUTH XOAUTH2\r\n"),
+        "{ehlo:?}"
+    );
+    assert_eq!(
+        exchange(&mut s, "MAIL FROM:<a@example.com>").await,
+        "530 5.7.0 authentication required\r\n"
+    );
+
+    // A wrong token in the initial response: `334 ` and the JSON error, base64-encoded.
+    let wrong = xoauth2_response(XOAUTH2_USER, "wrong-token");
+    let line = exchange(&mut s, &format!("AUTH XOAUTH2 {wrong}")).await;
+    let challenge = line
+        .strip_prefix("334 ")
+        .and_then(|c| c.strip_suffix("\r\n"))
+        .unwrap_or_else(|| panic!("a 334 challenge: {line:?}"));
+    let json = BASE64.decode(challenge).expect("base64");
+    assert_eq!(
+        String::from_utf8_lossy(&json),
+        GMAIL_XOAUTH2_ERROR,
+        "Gmail's bytes"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!({"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"})
+    );
+    // The client's empty line; then the failure.
+    assert_eq!(
+        exchange(&mut s, "").await,
+        "535 5.7.8 Username and Password not accepted\r\n"
+    );
+
+    // No initial response: an empty `334 `, then the response on its own line; a `*` after
+    // the error challenge cancels (RFC 4954 §4).
+    assert_eq!(exchange(&mut s, "AUTH XOAUTH2").await, "334 \r\n");
+    assert_eq!(
+        exchange(&mut s, &wrong).await,
+        format!("334 {challenge}\r\n")
+    );
+    assert_eq!(exchange(&mut s, "*").await, "501 5.7.0 AUTH cancelled\r\n");
+    // A `*` in place of the initial response cancels too.
+    assert_eq!(exchange(&mut s, "AUTH XOAUTH2").await, "334 \r\n");
+    assert_eq!(exchange(&mut s, "*").await, "501 5.7.0 AUTH cancelled\r\n");
+
+    // Anything but the exact format is refused with 501 5.5.2 and a reason.
+    for malformed in [
+        format!("user={XOAUTH2_USER}\x01auth=Basic {XOAUTH2_TOKEN}\x01\x01"),
+        format!("user={XOAUTH2_USER}\x01auth=Bearer {XOAUTH2_TOKEN}\x01"),
+        format!("auth=Bearer {XOAUTH2_TOKEN}\x01\x01"),
+        format!("user=\x01auth=Bearer {XOAUTH2_TOKEN}\x01\x01"),
+    ] {
+        let line = exchange(
+            &mut s,
+            &format!("AUTH XOAUTH2 {}", BASE64.encode(&malformed)),
+        )
+        .await;
+        assert!(
+            line.starts_with("501 5.5.2 malformed XOAUTH2 response: "),
+            "{malformed:?}: {line}"
+        );
+    }
+    let line = exchange(&mut s, "AUTH XOAUTH2 not*base64").await;
+    assert!(line.starts_with("501 5.5.2 "), "{line}");
+    let line = exchange(&mut s, "AUTH PLAIN AHVzZXIAcGFzcw==").await;
+    assert!(
+        line.starts_with("504 "),
+        "only XOAUTH2 is configured: {line}"
+    );
+
+    // The right user and token.
+    let good = xoauth2_response(XOAUTH2_USER, XOAUTH2_TOKEN);
+    assert_eq!(
+        exchange(&mut s, &format!("AUTH XOAUTH2 {good}")).await,
+        "235 2.7.0 Accepted\r\n"
+    );
+    for (line, code) in [
+        ("MAIL FROM:<a@example.com>", "250 "),
+        ("RCPT TO:<b@example.org>", "250 "),
+        ("DATA", "354 "),
+        ("Subject: raw\r\n\r\nhello\r\n.", "250 "),
+        ("QUIT", "221 "),
+    ] {
+        let reply = exchange(&mut s, line).await;
+        assert!(reply.starts_with(code), "{line}: {reply}");
+    }
+    let stored = server.next_message().await;
+    assert_eq!(stored.authenticated_as.as_deref(), Some(XOAUTH2_USER));
+    assert!(!stored.tls);
+    server.stop().await;
+    Ok(())
+}
+
+async fn serve_xoauth2_with_python_smtplib_and_no_token_in_its_output() -> TestResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_str = dir.path().to_str().expect("utf-8");
+
+    // Usage errors: exit 64, with the reason, and the token not repeated.
+    for (account, reason) in [
+        ("no-colon-s3cret", "no colon"),
+        (":s3cret", "the user is empty"),
+        ("u@example.com:", "the token is empty"),
+    ] {
+        let out = smtpkit(&["serve", "--dir", dir_str, "--xoauth2", account]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{account}: {stderr}");
+        assert!(
+            stderr.contains("--xoauth2 wants USER:TOKEN") && stderr.contains(reason),
+            "{account}: {stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+
+    let account = format!("{XOAUTH2_USER}:{XOAUTH2_TOKEN}");
+    let mail_dir = dir.path().join("mail");
+    let (mut child, mut stdout_lines, mut stderr_lines, mut stderr, port) = spawn_serve_with(
+        &mail_dir,
+        None,
+        &["--tls", "self-signed", "--xoauth2", &account],
+    )
+    .await;
+    let listening = stderr
+        .iter()
+        .find(|l| l.starts_with("smtpkit serve: listening on "))
+        .expect("the listening line")
+        .clone();
+    assert!(
+        listening.contains(&format!(
+            "(STARTTLS, AUTH required: XOAUTH2 as {XOAUTH2_USER})"
+        )),
+        "{listening}"
+    );
+
+    // Python's smtplib: a wrong token (its authobject sees the JSON challenge and answers
+    // with an empty line), then the right one and a message.
+    let script = format!(
+        r#"import json, smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=10)
+s.starttls(context=ctx)
+s.ehlo()
+print('MECHANISMS', s.esmtp_features.get('auth', '').split())
+challenges = []
+def xoauth2(token):
+    def answer(challenge=None):
+        if challenge is None:
+            return 'user={user}\x01auth=Bearer ' + token + '\x01\x01'
+        challenges.append(challenge.decode())
+        return ''
+    return answer
+try:
+    s.auth('XOAUTH2', xoauth2('wrong-token'), initial_response_ok=True)
+    print('ACCEPTED WRONG TOKEN')
+except smtplib.SMTPAuthenticationError as e:
+    print('AUTHFAIL', e.smtp_code, e.smtp_error.decode())
+print('CHALLENGE', json.dumps(json.loads(challenges[0]), sort_keys=True))
+code, text = s.auth('XOAUTH2', xoauth2({token:?}), initial_response_ok=True)
+print('AUTHOK', code, text.decode())
+s.sendmail('py@example.com', ['x@example.org'], 'Subject: xoauth2 from python\r\n\r\nhello\r\n')
+s.quit()
+"#,
+        ca = mail_dir.join("smtpkit-local-ca.pem").display().to_string(),
+        user = XOAUTH2_USER,
+        token = XOAUTH2_TOKEN,
+    );
+    let out = tokio::task::spawn_blocking(move || python_client(&script))
+        .await
+        .expect("join")?;
+    let python = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed: {python}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "MECHANISMS ['XOAUTH2']",
+        "AUTHFAIL 535 5.7.8 Username and Password not accepted",
+        r#"CHALLENGE {"schemes": "Bearer", "scope": "https://mail.google.com/", "status": "401"}"#,
+        "AUTHOK 235 2.7.0 Accepted",
+    ] {
+        assert!(python.contains(expected), "{expected} in:\n{python}");
+    }
+
+    // The message's line names the XOAUTH2 user; the failed attempt is logged with the peer.
+    let mut stdout = Vec::new();
+    let stored = wait_for_line(
+        &mut stdout_lines,
+        &mut stdout,
+        "the stored message's line",
+        |l| l.contains("from=<py@example.com>"),
+    )
+    .await;
+    assert!(
+        stored.contains(&format!("tls=yes auth={XOAUTH2_USER}")),
+        "{stored}"
+    );
+    let logged = wait_for_line(
+        &mut stderr_lines,
+        &mut stderr,
+        "a log line for the wrong token",
+        |l| l.contains("AUTH XOAUTH2 failed for user \"u@example.com\""),
+    )
+    .await;
+    assert!(
+        logged.contains("WARN") && logged.contains("session 127.0.0.1:"),
+        "{logged}"
+    );
+    child.kill().await.expect("kill");
+    drain_lines(&mut stdout_lines, &mut stdout).await;
+    drain_lines(&mut stderr_lines, &mut stderr).await;
+    let everything = format!("{}\n{}", stdout.join("\n"), stderr.join("\n"));
+    for secret in [XOAUTH2_TOKEN, "wrong-token"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} in serve's output:\n{everything}"
+        );
+    }
     Ok(())
 }

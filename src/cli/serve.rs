@@ -15,6 +15,7 @@ use super::exit;
 #[command(after_help = "Examples:
   smtpkit serve                                     # plain, no AUTH, 127.0.0.1:2525, ./smtpkit-mail
   smtpkit serve --tls self-signed --auth demo:secret --dir /tmp/mail
+  smtpkit serve --tls self-signed --xoauth2 me@example.com:ya29.test-token
   smtpkit serve --listen 127.0.0.1:4650 --tls cert.pem,key.pem --implicit-tls
 
   smtpkit serve --dir ./demo                        # serve a directory kept by `smtpkit demo --keep ./demo`
@@ -39,6 +40,11 @@ pub struct ServeArgs {
     /// Require AUTH PLAIN or LOGIN with this user and password.
     #[arg(long, value_name = "USER:PASS")]
     pub auth: Option<String>,
+    /// Require AUTH XOAUTH2 with this user and OAuth 2.0 token (offered beside PLAIN and LOGIN
+    /// with --auth); a wrong token is answered as Gmail answers it. Never read from or written
+    /// to smtpkit-serve.json.
+    #[arg(long, value_name = "USER:TOKEN")]
+    pub xoauth2: Option<String>,
     /// Offer AUTH without TLS.
     #[arg(long)]
     pub allow_insecure_auth: bool,
@@ -111,6 +117,24 @@ fn read_kept(dir: &Path) -> Result<Option<KeptSettings>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The user and token of `--xoauth2 USER:TOKEN` (split at the first colon), or why not.
+fn parse_xoauth2_account(account: &str) -> Result<(&str, &str), &'static str> {
+    let (user, token) = account
+        .split_once(':')
+        .ok_or("no colon between the user and the token")?;
+    if user.is_empty() {
+        return Err("the user is empty");
+    }
+    if token.is_empty() {
+        return Err("the token is empty");
+    }
+    // 0x01 separates XOAUTH2's fields; a line end would end the client's AUTH line.
+    if account.chars().any(char::is_control) {
+        return Err("control characters are not allowed");
+    }
+    Ok((user, token))
+}
+
 /// One line per stored message.
 pub fn message_line(m: &StoredMessage) -> String {
     format!(
@@ -171,6 +195,15 @@ pub async fn run(args: ServeArgs) -> u8 {
         };
         config.auth = Some((user.to_owned(), Secret::new(pass)));
     }
+    if let Some(account) = &args.xoauth2 {
+        match parse_xoauth2_account(account) {
+            Ok((user, token)) => config.xoauth2 = Some((user.to_owned(), Secret::new(token))),
+            Err(why) => {
+                eprintln!("✗ --xoauth2 wants USER:TOKEN: {why}");
+                return exit::USAGE;
+            }
+        }
+    }
     let mut ca_note = None;
     if args.tls.is_none() && kept_tls.is_some() && args.dir.join(CA_FILE).is_file() {
         ca_note = Some(args.dir.join(CA_FILE));
@@ -219,12 +252,18 @@ pub async fn run(args: ServeArgs) -> u8 {
             (Some(_), false) => "STARTTLS",
             (Some(_), true) => "implicit TLS",
         },
-        if config.auth.is_some() {
-            ", AUTH required"
-        } else {
-            ""
+        match (&config.auth, &config.xoauth2) {
+            (None, None) => String::new(),
+            (Some(_), None) => ", AUTH required".to_owned(),
+            (None, Some((user, _))) => format!(", AUTH required: XOAUTH2 as {user}"),
+            (Some(_), Some((user, _))) => {
+                format!(", AUTH required: PLAIN or LOGIN, or XOAUTH2 as {user}")
+            }
         }
     );
+    let auth_unreachable = (config.auth.is_some() || config.xoauth2.is_some())
+        && config.tls.is_none()
+        && !config.allow_insecure_auth;
     let hook = Arc::new(|m: &StoredMessage| out!("{}", message_line(m)));
     let server = match Server::bind_with(config, Some(hook)).await {
         Ok(s) => s,
@@ -249,6 +288,11 @@ pub async fn run(args: ServeArgs) -> u8 {
     }
     if let Some(ca) = ca_note {
         eprintln!("  trust the server with `ca_file: {}`", ca.display());
+    }
+    if auth_unreachable {
+        eprintln!(
+            "  AUTH is offered only over TLS: add --tls self-signed, or --allow-insecure-auth"
+        );
     }
     eprintln!("  Ctrl-C to stop");
     match server.run_until(shutdown).await {

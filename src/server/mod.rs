@@ -73,6 +73,11 @@ pub struct ServerConfig {
     pub implicit_tls: bool,
     /// When set, AUTH PLAIN and LOGIN with this user and password are required before MAIL.
     pub auth: Option<(String, Secret)>,
+    /// When set, AUTH XOAUTH2 with this user and OAuth 2.0 bearer token is offered and
+    /// required before MAIL (beside PLAIN and LOGIN when [`auth`](Self::auth) is set too).
+    /// A wrong user or token is answered as Gmail does: a `334` challenge holding a JSON
+    /// error, then `535 5.7.8` after the client's (empty) reply. `Debug` shows only the user.
+    pub xoauth2: Option<(String, Secret)>,
     /// Offer AUTH over an unencrypted session (default: only after TLS).
     pub allow_insecure_auth: bool,
     /// Limits.
@@ -88,6 +93,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("implicit_tls", &self.implicit_tls)
             .field("auth_user", &self.auth.as_ref().map(|(u, _)| u))
+            .field("xoauth2_user", &self.xoauth2.as_ref().map(|(u, _)| u))
+            .field("allow_insecure_auth", &self.allow_insecure_auth)
             .field("limits", &self.limits)
             .finish()
     }
@@ -103,6 +110,7 @@ impl ServerConfig {
             tls: None,
             implicit_tls: false,
             auth: None,
+            xoauth2: None,
             allow_insecure_auth: false,
             limits: ServerLimits::default(),
         }

@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use super::store::StoredMessage;
 use super::Shared;
 use crate::client::Stream;
-use crate::proto::DotUnstuffer;
+use crate::proto::{DotUnstuffer, Secret};
 
 /// Why a session ended early.
 enum End {
@@ -191,8 +191,14 @@ impl Session {
         self.rcpts.clear();
     }
 
+    /// Whether an account is configured (PLAIN/LOGIN or XOAUTH2): AUTH is then required for MAIL.
+    fn auth_required(&self) -> bool {
+        let config = &self.shared.config;
+        config.auth.is_some() || config.xoauth2.is_some()
+    }
+
     fn auth_offered(&self) -> bool {
-        self.shared.config.auth.is_some() && (self.tls || self.shared.config.allow_insecure_auth)
+        self.auth_required() && (self.tls || self.shared.config.allow_insecure_auth)
     }
 
     async fn command(&mut self, line: &str) -> Step {
@@ -219,7 +225,14 @@ impl Session {
                     lines.push("STARTTLS".to_owned());
                 }
                 if self.auth_offered() {
-                    lines.push("AUTH PLAIN LOGIN".to_owned());
+                    let mut auth = "AUTH".to_owned();
+                    if config.auth.is_some() {
+                        auth.push_str(" PLAIN LOGIN");
+                    }
+                    if config.xoauth2.is_some() {
+                        auth.push_str(" XOAUTH2");
+                    }
+                    lines.push(auth);
                 }
                 let last = lines.len() - 1;
                 for (i, l) in lines.iter().enumerate() {
@@ -262,7 +275,7 @@ impl Session {
         if self.helo.is_none() {
             return self.reply("503 5.5.1 say EHLO first");
         }
-        if config.auth.is_some() && self.authenticated.is_none() {
+        if self.auth_required() && self.authenticated.is_none() {
             tracing::warn!(
                 "session {}: MAIL refused with 530: AUTH is required and the client has not authenticated",
                 self.peer
@@ -449,10 +462,10 @@ impl Session {
     }
 
     async fn auth(&mut self, arg: &str) -> Step {
-        let Some((user, pass)) = self.shared.config.auth.clone() else {
+        if !self.auth_required() {
             self.reply("502 5.5.1 AUTH not available");
             return Ok(());
-        };
+        }
         if !self.tls && !self.shared.config.allow_insecure_auth {
             tracing::warn!(
                 "session {}: AUTH refused with 538: the session is not encrypted (STARTTLS first, or serve with --allow-insecure-auth)",
@@ -473,40 +486,58 @@ impl Session {
             Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().to_owned())),
             None => (arg.to_ascii_uppercase(), None),
         };
-        let credentials = match mechanism.as_str() {
-            "PLAIN" => {
-                let response = match initial {
-                    Some(i) => i,
-                    None => self.challenge("").await?,
-                };
-                match self.decode(&response) {
-                    Some(bytes) => {
-                        let mut parts = bytes.split(|&b| b == 0);
-                        let (_authzid, u, p) = (parts.next(), parts.next(), parts.next());
-                        u.zip(p)
-                            .map(|(u, p)| (String::from_utf8_lossy(u).into_owned(), p.to_vec()))
-                    }
-                    None => return Ok(()),
-                }
+        let config = &self.shared.config;
+        match (
+            mechanism.as_str(),
+            config.auth.clone(),
+            config.xoauth2.clone(),
+        ) {
+            ("PLAIN" | "LOGIN", Some((user, pass)), _) => {
+                self.auth_password(&mechanism, initial, &user, &pass).await
             }
-            "LOGIN" => {
-                let u = match initial {
-                    Some(i) => i,
-                    None => self.challenge("VXNlcm5hbWU6").await?,
-                };
-                let Some(u) = self.decode(&u) else {
-                    return Ok(());
-                };
-                let p = self.challenge("UGFzc3dvcmQ6").await?;
-                let Some(p) = self.decode(&p) else {
-                    return Ok(());
-                };
-                Some((String::from_utf8_lossy(&u).into_owned(), p))
-            }
+            ("XOAUTH2", _, Some((user, token))) => self.auth_xoauth2(initial, &user, &token).await,
             _ => {
                 self.reply("504 5.5.4 unrecognized authentication type");
-                return Ok(());
+                Ok(())
             }
+        }
+    }
+
+    /// AUTH PLAIN or LOGIN against the configured user and password.
+    async fn auth_password(
+        &mut self,
+        mechanism: &str,
+        initial: Option<String>,
+        user: &str,
+        pass: &Secret,
+    ) -> Step {
+        let credentials = if mechanism == "PLAIN" {
+            let response = match initial {
+                Some(i) => i,
+                None => self.challenge("").await?,
+            };
+            match self.decode(&response) {
+                Some(bytes) => {
+                    let mut parts = bytes.split(|&b| b == 0);
+                    let (_authzid, u, p) = (parts.next(), parts.next(), parts.next());
+                    u.zip(p)
+                        .map(|(u, p)| (String::from_utf8_lossy(u).into_owned(), p.to_vec()))
+                }
+                None => return Ok(()),
+            }
+        } else {
+            let u = match initial {
+                Some(i) => i,
+                None => self.challenge("VXNlcm5hbWU6").await?,
+            };
+            let Some(u) = self.decode(&u) else {
+                return Ok(());
+            };
+            let p = self.challenge("UGFzc3dvcmQ6").await?;
+            let Some(p) = self.decode(&p) else {
+                return Ok(());
+            };
+            Some((String::from_utf8_lossy(&u).into_owned(), p))
         };
         match credentials {
             Some((u, p)) if u == user && constant_time_eq(&p, pass.expose().as_bytes()) => {
@@ -531,16 +562,62 @@ impl Session {
         Ok(())
     }
 
+    /// AUTH XOAUTH2 against the configured user and token, answered as Gmail answers it.
+    async fn auth_xoauth2(&mut self, initial: Option<String>, user: &str, token: &Secret) -> Step {
+        let response = match initial {
+            Some(i) => i,
+            None => self.challenge("").await?,
+        };
+        let Some(bytes) = self.decode(&response) else {
+            return Ok(());
+        };
+        let (u, t) = match parse_xoauth2(&bytes) {
+            Ok(parts) => parts,
+            Err(why) => {
+                tracing::warn!(
+                    "session {}: AUTH XOAUTH2 refused with 501: malformed response ({why})",
+                    self.peer
+                );
+                self.reply(&format!("501 5.5.2 malformed XOAUTH2 response: {why}"));
+                return Ok(());
+            }
+        };
+        // Both are checked, with no short cut after a wrong user: the time taken does not
+        // tell which of the two was wrong.
+        let user_ok = constant_time_eq(u.as_bytes(), user.as_bytes());
+        let token_ok = constant_time_eq(t, token.expose().as_bytes());
+        if user_ok & token_ok {
+            self.authenticated = Some(u);
+            self.reply("235 2.7.0 Accepted");
+            return Ok(());
+        }
+        // Gmail's answer to a bad token: the error as a JSON challenge, which the client
+        // answers (with an empty line) before the final reply.
+        let answer = self.challenge(XOAUTH2_ERROR_CHALLENGE).await?;
+        let outcome = if is_cancel(&answer) {
+            self.reply(AUTH_CANCELLED);
+            "the client cancelled after the error challenge (501)"
+        } else {
+            self.reply("535 5.7.8 Username and Password not accepted");
+            "535"
+        };
+        tracing::warn!(
+            "session {}: AUTH XOAUTH2 failed for user {u:?}: wrong user or token; {outcome}",
+            self.peer
+        );
+        Ok(())
+    }
+
     /// Sends a 334 challenge and reads the answer.
     async fn challenge(&mut self, text: &str) -> Step<String> {
         self.reply(&format!("334 {text}"));
         self.read_line().await
     }
 
-    /// Base64 from the client; `*` or garbage end the exchange with a reply (RFC 4954 §4).
+    /// Base64 from the client; `*` or garbage end the exchange with a reply.
     fn decode(&mut self, response: &str) -> Option<Vec<u8>> {
-        if response.trim() == "*" {
-            self.reply("501 5.7.0 authentication cancelled");
+        if is_cancel(response) {
+            self.reply(AUTH_CANCELLED);
             return None;
         }
         match BASE64.decode(response.trim()) {
@@ -551,6 +628,45 @@ impl Session {
             }
         }
     }
+}
+
+/// RFC 4954 §4: a client's `*` in place of a response cancels the exchange, answered with 501.
+fn is_cancel(response: &str) -> bool {
+    response.trim() == "*"
+}
+
+const AUTH_CANCELLED: &str = "501 5.7.0 AUTH cancelled";
+
+/// Base64 of Gmail's error for a wrong XOAUTH2 user or token:
+/// `{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}`.
+const XOAUTH2_ERROR_CHALLENGE: &str =
+    "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==";
+
+/// The user and token of an XOAUTH2 initial response, which must be exactly
+/// `user={user}^Aauth=Bearer {token}^A^A` (`^A` is 0x01); otherwise why not.
+fn parse_xoauth2(response: &[u8]) -> Result<(String, &[u8]), &'static str> {
+    let rest = response
+        .strip_prefix(b"user=")
+        .ok_or("it must start with user=")?;
+    let rest = rest
+        .strip_suffix(b"\x01\x01")
+        .ok_or("it must end with two ^A")?;
+    let sep = rest
+        .iter()
+        .position(|&b| b == 1)
+        .ok_or("no ^A after the user")?;
+    let (user, auth) = (&rest[..sep], &rest[sep + 1..]);
+    let token = auth
+        .strip_prefix(b"auth=Bearer ")
+        .ok_or("auth=Bearer must follow the user")?;
+    if token.contains(&1) {
+        return Err("fields beyond user and auth");
+    }
+    if user.is_empty() || token.is_empty() {
+        return Err("empty user or token");
+    }
+    let user = std::str::from_utf8(user).map_err(|_| "the user is not UTF-8")?;
+    Ok((user.to_owned(), token))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -576,5 +692,40 @@ mod tests {
         );
         assert_eq!(parse_path("TO:a@b", "TO:"), None);
         assert_eq!(parse_path("FROM:<a@b", "FROM:"), None);
+    }
+
+    #[test]
+    fn xoauth2_error_challenge_is_gmails_json() {
+        assert_eq!(
+            BASE64.decode(XOAUTH2_ERROR_CHALLENGE).expect("base64"),
+            br#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#
+        );
+    }
+
+    #[test]
+    fn xoauth2_responses_are_parsed_strictly() {
+        assert_eq!(
+            parse_xoauth2(b"user=u@example.com\x01auth=Bearer ya29.t\x01\x01"),
+            Ok(("u@example.com".to_owned(), &b"ya29.t"[..]))
+        );
+        for bad in [
+            &b""[..],
+            b"user=u\x01auth=Bearer t\x01",
+            b"user=u\x01auth=Bearer t",
+            b"auth=Bearer t\x01user=u\x01\x01",
+            b"user=u\x01auth=Basic t\x01\x01",
+            b"user=u\x01auth=bearer t\x01\x01",
+            b"user=u\x01auth=Bearer t\x01x=y\x01\x01",
+            b"user=\x01auth=Bearer t\x01\x01",
+            b"user=u\x01auth=Bearer \x01\x01",
+            b"user=u auth=Bearer t\x01\x01",
+            b"user=\xff\x01auth=Bearer t\x01\x01",
+        ] {
+            assert!(
+                parse_xoauth2(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
