@@ -112,6 +112,39 @@ fn capabilities_line(conn: &Connection) -> String {
     }
 }
 
+/// Gets an access token as the sessions will (the same shared source, so AUTH then uses it)
+/// and shows where it came from and how long it lasts; never the token.
+async fn token_step(
+    settings: &smtpkit::provider::SmtpSettings,
+    oauth2: &smtpkit::oauth::OAuth2Settings,
+    step_timeout: Duration,
+) -> Result<(), Error> {
+    let user = settings.user.as_deref().unwrap_or_default();
+    let timeout = settings.timeouts.command.min(step_timeout);
+    let source = smtpkit::oauth::TokenSource::shared(
+        oauth2.clone(),
+        user,
+        settings.ca_file.clone(),
+        timeout,
+    )?;
+    source.access_token().await?;
+    let status = source.status();
+    let lifetime = match status.lifetime {
+        Some(l) => format!("expires in {} s", l.as_secs()),
+        None => "expiry not given by the endpoint".to_owned(),
+    };
+    ok(
+        "token",
+        format!(
+            "{} grant at {} ({}): {lifetime}",
+            status.grant.name(),
+            status.token_url,
+            oauth2.provider.name()
+        ),
+    );
+    Ok(())
+}
+
 pub async fn run(args: CheckArgs) -> u8 {
     // A configuration error is a diagnostic like any other command's: stderr, stdout empty.
     let config = match Config::from_files(&args.config) {
@@ -195,6 +228,11 @@ pub async fn run(args: CheckArgs) -> u8 {
             print_tls("STARTTLS", info);
         }
         ok("EHLO", format!("(over TLS) {}", capabilities_line(&conn)));
+    }
+    if let Some(oauth2) = &settings.oauth2 {
+        if let Err(err) = token_step(settings, oauth2, args.step_timeout).await {
+            return fail("token", &err);
+        }
     }
     match &credentials {
         Some(c) => match conn.authenticate(c, mechanism).await {

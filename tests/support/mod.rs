@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod fault_server;
 pub mod mock;
+pub mod oauth_world;
 pub mod postfix_smtpd;
 pub mod real_servers;
 pub mod truth_server;

@@ -572,7 +572,7 @@ impl SinkCounters {
 
 /// Debian's python if it can import aiosmtpd; otherwise the skip/fail logic of
 /// [`require_binary`] (package `python3-aiosmtpd`).
-fn python_with_aiosmtpd(test: &str) -> Result<PathBuf, Skip> {
+pub(crate) fn python_with_aiosmtpd(test: &str) -> Result<PathBuf, Skip> {
     let python = require_binary(test, &[DEBIAN_PYTHON], "python3-aiosmtpd")?;
     let module_ok = Command::new(&python)
         .args(["-c", "import aiosmtpd.smtp"])
