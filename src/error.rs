@@ -498,6 +498,56 @@ mod tests {
         Error::rejected(stage, reply)
     }
 
+    fn auth_refused(code: u16, text: &str) -> Error {
+        let reply = Reply::new(ReplyCode::new(code).expect("valid"), vec![text.to_owned()]);
+        Error::new(
+            ErrorKind::Auth,
+            Stage::Auth,
+            "XOAUTH2 authentication failed",
+        )
+        .with_reply(reply)
+    }
+
+    #[test]
+    fn microsoft_and_gmail_refusals_name_their_fix() {
+        for (code, text, wanted) in [
+            (535, "5.7.139 Authentication unsuccessful, basic authentication is disabled.", "`oauth2:`"),
+            (550, "5.7.30 Basic authentication is not supported for Client Submission.", "Authenticated SMTP"),
+            (535, "5.7.3 Authentication unsuccessful", "SMTP.Send"),
+            (534, "5.7.9 Application-specific password required. Learn more at https://support.google.com/mail/?p=InvalidSecondFactor", "App Password"),
+            (535, "5.7.8 Username and Password not accepted. For more information, go to https://support.google.com/mail/?p=BadCredentials", "https://mail.google.com/"),
+        ] {
+            let hint = auth_refused(code, text).hint().expect("hint");
+            assert!(hint.contains(wanted), "{code} {text}: {hint}");
+        }
+        // Not Microsoft's 5.7.3 because it starts with the same digits.
+        let other = auth_refused(535, "5.7.8 Error: authentication failed");
+        assert!(other.hint().expect("hint").contains("App Password"));
+        assert!(!other.hint().expect("hint").contains("SMTP.Send"));
+    }
+
+    #[test]
+    fn token_endpoint_failures_point_at_the_oauth2_block_or_the_login() {
+        let invalid_grant = Error::new(
+            ErrorKind::Auth,
+            Stage::Token,
+            "the refresh token is not accepted (revoked or expired) (invalid_grant)",
+        );
+        assert!(invalid_grant
+            .hint()
+            .expect("hint")
+            .contains("smtpkit auth login"));
+        assert!(invalid_grant.is_permanent());
+        let down = Error::new(
+            ErrorKind::Connect,
+            Stage::Token,
+            "cannot reach the token endpoint",
+        );
+        assert!(down.is_transient());
+        assert!(down.hint().expect("hint").contains("token_url"));
+        assert!(!down.hint().expect("hint").contains("telnet"));
+    }
+
     #[test]
     fn a_530_is_about_credentials_or_tls_not_the_sender_domain() {
         let auth = rejected(Stage::MailFrom, 530, "5.7.0 Authentication required");

@@ -9,6 +9,7 @@
 //! | [`client`] | a tokio [`Connection`](client::Connection) over TCP, STARTTLS or implicit TLS (rustls): AUTH, pipelined transactions, per-stage deadlines, a redacted [`Transcript`](client::Transcript). [`Greeted::open`](client::Greeted::open) and [`Connection::command`](client::Connection::command) give command-by-command control. |
 //! | [`message`] | a [`Notification`](message::Notification) (subject, recipients, text and HTML, attachments) built into MIME. |
 //! | [`delivery`] | a connection [`Pool`](delivery::Pool), [`RetryPolicy`](delivery::RetryPolicy), [`RateLimiter`](delivery::RateLimiter), fallback [`Route`](delivery::Route)s and a [`DeliveryReport`](delivery::DeliveryReport) per message. |
+//! | [`oauth`] | OAuth 2.0 for XOAUTH2: the `oauth2:` settings with Microsoft's and Google's presets, and (feature `oauth2`) a `TokenSource` that fetches, refreshes and shares access tokens. |
 //! | [`provider`] | the `email.smtp` provider: the YAML [`Config`](provider::Config), workflows, and the [`Mailer`](provider::Mailer) that ties it all together. |
 //!
 //! Every failure is one [`Error`]: its [`ErrorKind`], the [`Stage`] of the session it happened
@@ -74,6 +75,7 @@
 //! | `cli` | yes | the `smtpkit` binary (`send`, `check`, `notify`, `serve`, `demo`, `bench`); turns on all the features below, and clap, indicatif, tracing-subscriber, serde_json, tempfile |
 //! | `server` | yes | `smtpkit::server`, the local capture server (rcgen for its self-signed certificates) |
 //! | `serde` | with `cli` | `serde::Serialize` for the reports in [`delivery`] |
+//! | `oauth2` | with `cli` | `oauth::TokenSource`: OAuth 2.0 access tokens for XOAUTH2 (refresh-token and client-credentials grants, token cache), over HTTPS with reqwest on the same rustls |
 //! | `certificate-summary` | with `cli` | `TlsInfo::certificate_summary` (subject, issuer, names, validity), with x509-parser |
 //!
 //! A library that only sends mail wants

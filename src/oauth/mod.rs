@@ -4,9 +4,9 @@
 //!
 //! - [`OAuth2Settings`]: a provider's `oauth2:` block with the presets of `microsoft` and
 //!   `google` resolved (always compiled, so configurations are checked in every build).
-//! - [`TokenSource`] (feature `oauth2`): the access token, fetched with the refresh-token or
+//! - `TokenSource` (feature `oauth2`): the access token, fetched with the refresh-token or
 //!   client-credentials grant, refreshed ahead of expiry, shared by a provider's sessions;
-//!   rotated refresh tokens kept in a [`TokenCache`] file (mode 0600).
+//!   rotated refresh tokens kept in a `TokenCache` file (mode 0600).
 
 mod settings;
 pub use settings::{
@@ -20,8 +20,11 @@ mod token_endpoint;
 #[cfg(feature = "oauth2")]
 mod token_source;
 #[cfg(feature = "oauth2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
 pub use token_cache::TokenCache;
 #[cfg(feature = "oauth2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
 pub use token_endpoint::{TokenEndpoint, TokenResponse};
 #[cfg(feature = "oauth2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
 pub use token_source::{TokenSource, TokenStatus};
