@@ -714,6 +714,9 @@ impl Connection {
         then: Option<(&[u8], &[String])>,
     ) -> Result<Reply> {
         let timeouts = *self.options().timeouts();
+        if let Some(gate) = super::final_dot_gate::current_gate() {
+            return self.write_body_gated(wire_body, body_len, then, gate).await;
+        }
         let wire = self.wire();
         wire.note(&format!("message body: {body_len} bytes"));
         // Body and terminator leave together (DESIGN: one write, no Nagle stall).
@@ -723,6 +726,35 @@ impl Connection {
             wire.queue_encoded(group, lines);
         }
         wire.flush_body(timeouts.data_block, body_end).await?;
+        wire.read_reply(Stage::DataEnd, timeouts.data_end).await
+    }
+
+    /// [`Connection::write_body`] with a [`super::FinalDotGate`]: the body, then the gate,
+    /// then the final `.` (and `then`) in a write of its own.
+    async fn write_body_gated(
+        &mut self,
+        wire_body: &[u8],
+        body_len: usize,
+        then: Option<(&[u8], &[String])>,
+        gate: std::sync::Arc<dyn super::FinalDotGate>,
+    ) -> Result<Reply> {
+        let timeouts = *self.options().timeouts();
+        // The stuffed body always ends with the terminator's ".\r\n" (after its own CRLF).
+        let (body, dot) = wire_body.split_at(wire_body.len().saturating_sub(3));
+        let wire = self.wire();
+        wire.note(&format!("message body: {body_len} bytes"));
+        wire.queue_raw(body);
+        wire.flush_body(timeouts.data_block, usize::MAX).await?;
+        if let Err(err) = gate.before_final_dot().await {
+            // The body is out without its `.`: the session is in the middle of DATA.
+            wire.note("stopped before the final \".\": the server does not have the message");
+            return Err(wire.poison(err));
+        }
+        wire.queue_raw(dot);
+        if let Some((group, lines)) = then {
+            wire.queue_encoded(group, lines);
+        }
+        wire.flush_body(timeouts.data_block, dot.len()).await?;
         wire.read_reply(Stage::DataEnd, timeouts.data_end).await
     }
 
