@@ -26,6 +26,8 @@ pub mod output;
 pub mod progress;
 pub mod send;
 pub mod serve;
+mod shutdown;
+pub use shutdown::shutdown_signal;
 
 use clap::{Parser, Subcommand};
 

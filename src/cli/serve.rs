@@ -274,7 +274,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     };
     // Install the handlers before saying "Ctrl-C to stop", so a Ctrl-C right after that line
     // stops the server cleanly instead of killing the process.
-    let shutdown = shutdown_signal();
+    let shutdown = super::shutdown_signal();
     eprintln!(
         "smtpkit serve: listening on {} ({summary}), storing in {}",
         server.local_addr(),
@@ -304,34 +304,5 @@ pub async fn run(args: ServeArgs) -> u8 {
             eprintln!("✗ {e}");
             exit::TEMP_FAIL
         }
-    }
-}
-
-/// Completes on SIGINT or SIGTERM; the handlers are in place when this returns.
-#[cfg(unix)]
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let interrupt = signal(SignalKind::interrupt());
-    let terminate = signal(SignalKind::terminate());
-    async move {
-        match (interrupt, terminate) {
-            (Ok(mut interrupt), Ok(mut terminate)) => {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-}
-
-/// Completes on Ctrl-C.
-#[cfg(not(unix))]
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
