@@ -51,6 +51,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Bench(args) => cli::bench::run(args).await,
+            Command::Auth(args) => cli::auth::run(args).await,
         }
     });
     std::process::ExitCode::from(code)

@@ -16,6 +16,7 @@ macro_rules! out_raw {
     }};
 }
 
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod delay_proxy;
@@ -113,4 +114,6 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Measure throughput against a server over reused connections.
     Bench(bench::BenchArgs),
+    /// Sign in to an OAuth 2.0 identity provider for XOAUTH2 (`smtpkit auth login`).
+    Auth(auth::AuthArgs),
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::settings::OAuth2Settings;
 use crate::proto::Secret;
 
 /// One provider's refresh token in the cache.
@@ -52,6 +53,31 @@ impl TokenCache {
             path: path.into(),
             key: key.into(),
         }
+    }
+
+    /// The entry of `user`'s account at `settings`' identity provider, in
+    /// `settings.token_cache`: the one [`TokenSource`](super::TokenSource) reads, so a token
+    /// stored here by `smtpkit auth login` is the one the sender starts with.
+    ///
+    /// ```no_run
+    /// use smtpkit::oauth::{OAuth2Input, OAuth2Settings, TokenCache};
+    /// use smtpkit::proto::Secret;
+    ///
+    /// let settings = OAuth2Settings::resolve(OAuth2Input {
+    ///     provider: "microsoft".into(),
+    ///     client_id: "00000000-0000-0000-0000-000000000000".into(),
+    ///     ..OAuth2Input::default()
+    /// })
+    /// .expect("valid");
+    /// let cache = TokenCache::for_account(&settings, "agent@company.com");
+    /// cache.store(&Secret::new("the refresh token"), settings.refresh_token.as_ref())?;
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn for_account(settings: &OAuth2Settings, user: &str) -> TokenCache {
+        TokenCache::new(
+            settings.token_cache.clone(),
+            super::token_source::cache_key(settings, user),
+        )
     }
 
     /// The file.

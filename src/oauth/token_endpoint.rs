@@ -288,7 +288,7 @@ pub(crate) fn refused(err: &OAuthError) -> Error {
     token_error(ErrorKind::Auth, message)
 }
 
-fn parse_token(object: &serde_json::Map<String, Value>) -> Result<TokenResponse> {
+pub(crate) fn parse_token(object: &serde_json::Map<String, Value>) -> Result<TokenResponse> {
     let access_token = object
         .get("access_token")
         .and_then(Value::as_str)

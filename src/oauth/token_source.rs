@@ -307,7 +307,7 @@ impl Inner {
 }
 
 /// The cache entry's key: the endpoint, the client and the mailbox.
-fn cache_key(settings: &OAuth2Settings, user: &str) -> String {
+pub(crate) fn cache_key(settings: &OAuth2Settings, user: &str) -> String {
     format!("{} {} {user}", settings.token_url, settings.client_id)
 }
 
