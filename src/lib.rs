@@ -72,7 +72,7 @@
 //!
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `cli` | yes | the `smtpkit` binary (`send`, `check`, `notify`, `serve`, `demo`, `bench`); turns on all the features below, and clap, indicatif, tracing-subscriber, serde_json, tempfile |
+//! | `cli` | yes | the `smtpkit` binary (`send`, `check`, `notify`, `serve`, `demo`, `bench`, `auth`); turns on all the features below, and clap, indicatif, tracing-subscriber, serde_json, tempfile |
 //! | `server` | yes | `smtpkit::server`, the local capture server (rcgen for its self-signed certificates) |
 //! | `serde` | with `cli` | `serde::Serialize` for the reports in [`delivery`] |
 //! | `oauth2` | with `cli` | `oauth::TokenSource`: OAuth 2.0 access tokens for XOAUTH2 (refresh-token and client-credentials grants, token cache), over HTTPS with reqwest on the same rustls |
