@@ -48,6 +48,12 @@ fn write_config(
     oauth_extra: &str,
 ) -> PathBuf {
     let smtp = world.smtp.expect("smtp port");
+    // One try per send unless `extra` says otherwise.
+    let retry = if extra.contains("retry:") {
+        ""
+    } else {
+        "      retry: {attempts: 1}\n"
+    };
     let yaml = format!(
         "providers:
   email:
@@ -59,8 +65,7 @@ fn write_config(
       from: {USER}
       security: none
       allow_insecure_auth: true
-      retry: {{attempts: 1}}
-{extra}      oauth2:
+{retry}{extra}      oauth2:
         provider: custom
         token_url: {token}
         client_id: test-client
@@ -102,6 +107,26 @@ async fn smtpkit(args: &[&str]) -> Output {
         .await
         .expect("smtpkit ends in time")
         .expect("run smtpkit")
+}
+
+/// `smtpkit send --json` through `cfg`'s provider: the output and its one JSON object.
+async fn send_json(cfg: &Path) -> (Output, serde_json::Value) {
+    let out = smtpkit(&[
+        "send",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--to",
+        "approver@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--json",
+    ])
+    .await;
+    let value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {}", shown(&out)));
+    (out, value)
 }
 
 fn shown(out: &Output) -> String {
@@ -332,28 +357,8 @@ async fn a_token_refused_twice_is_an_authentication_error() -> TestResult {
         "      retry: {attempts: 3, initial_backoff: 10ms}\n",
         "",
     );
-    // `retry` twice in one mapping is an error: the default above is replaced.
-    let yaml = std::fs::read_to_string(&cfg).expect("read").replacen(
-        "      retry: {attempts: 1}\n",
-        "",
-        1,
-    );
-    std::fs::write(&cfg, yaml).expect("write");
-    let out = smtpkit(&[
-        "send",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-        "--to",
-        "approver@example.com",
-        "--subject",
-        "s",
-        "--text",
-        "t",
-        "--json",
-    ])
-    .await;
+    let (out, value) = send_json(&cfg).await;
     assert_eq!(out.status.code(), Some(77), "{}", shown(&out));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(value["error"]["kind"], "auth", "{value}");
     assert_no_secret("send --json", &shown(&out));
     let stats = world.stats();
@@ -408,33 +413,20 @@ async fn an_unreachable_token_endpoint_is_temporary_and_retried() -> TestResult 
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), &world, USER, "", "");
-    let yaml = std::fs::read_to_string(&cfg)
-        .expect("read")
-        .replace(
-            &world.url("/token"),
-            &format!("http://127.0.0.1:{port}/token"),
-        )
-        .replace(
-            "      retry: {attempts: 1}\n",
-            "      retry: {attempts: 2, initial_backoff: 10ms, max_backoff: 10ms}\n",
-        );
+    let cfg = write_config(
+        dir.path(),
+        &world,
+        USER,
+        "      retry: {attempts: 2, initial_backoff: 10ms, max_backoff: 10ms}\n",
+        "",
+    );
+    let yaml = std::fs::read_to_string(&cfg).expect("read").replace(
+        &world.url("/token"),
+        &format!("http://127.0.0.1:{port}/token"),
+    );
     std::fs::write(&cfg, yaml).expect("write");
-    let out = smtpkit(&[
-        "send",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-        "--to",
-        "approver@example.com",
-        "--subject",
-        "s",
-        "--text",
-        "t",
-        "--json",
-    ])
-    .await;
+    let (out, value) = send_json(&cfg).await;
     assert_eq!(out.status.code(), Some(75), "{}", shown(&out));
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(value["error"]["stage"], "token", "{value}");
     assert_eq!(value["error"]["transient"], true, "{value}");
     assert_eq!(

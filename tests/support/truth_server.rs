@@ -163,7 +163,13 @@ pub struct Behaviour {
 impl TruthServer {
     /// Starts on a free loopback port.
     pub async fn start(behaviour: Behaviour) -> TruthServer {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        TruthServer::start_on(0, behaviour).await
+    }
+
+    /// Starts on loopback port `port` (0: a free one), e.g. where clients were already
+    /// failing to connect (a server coming back after an outage).
+    pub async fn start_on(port: u16, behaviour: Behaviour) -> TruthServer {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("truth server: bind");
         let port = listener.local_addr().expect("truth server: addr").port();
