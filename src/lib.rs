@@ -94,6 +94,7 @@ pub mod delivery;
 mod error;
 pub mod message;
 pub mod oauth;
+pub mod outbox;
 pub mod proto;
 pub mod provider;
 #[cfg(feature = "server")]
