@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use self::errors::db_error;
 use self::rows::{attach_recipients, message, recipients, MESSAGE_COLUMNS};
@@ -74,6 +74,8 @@ impl SqliteStore {
         let now = unix_ms(now);
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(messages.len());
+        // (message, position, address), inserted many rows per statement.
+        let mut recipients_due: Vec<(i64, i64, String)> = Vec::new();
         for m in messages {
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO messages (provider, message_id, mail_from, idempotency_key, body, \
@@ -108,17 +110,11 @@ impl SqliteStore {
                 });
                 continue;
             };
-            for (position, address) in m.recipients.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO recipients (message, position, address, state) \
-                     VALUES (?, ?, ?, 'pending')",
-                )
-                .bind(id)
-                .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                .bind(address)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            for (position, address) in m.recipients.into_iter().enumerate() {
+                recipients_due.push((id, i64::try_from(position).unwrap_or(i64::MAX), address));
+            }
+            if recipients_due.len() >= RECIPIENT_ROWS_PER_INSERT {
+                insert_recipients(&mut tx, &mut recipients_due).await?;
             }
             out.push(Enqueued {
                 id: OutboxId(id),
@@ -127,6 +123,7 @@ impl SqliteStore {
                 existing: false,
             });
         }
+        insert_recipients(&mut tx, &mut recipients_due).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(out)
     }
@@ -502,6 +499,30 @@ impl SqliteStore {
                 .map_err(db_error)?;
         Ok(due.map(from_unix_ms))
     }
+}
+
+/// Recipient rows per INSERT statement (three parameters each, far below SQLite's limit).
+const RECIPIENT_ROWS_PER_INSERT: usize = 300;
+
+/// Inserts the recipients in `rows` (new, pending) and empties it.
+async fn insert_recipients(
+    conn: &mut SqliteConnection,
+    rows: &mut Vec<(i64, i64, String)>,
+) -> Result<(), OutboxError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert: QueryBuilder<'_, Sqlite> =
+        QueryBuilder::new("INSERT INTO recipients (message, position, address, state) ");
+    insert.push_values(rows.iter(), |mut row, (message, position, address)| {
+        row.push_bind(*message)
+            .push_bind(*position)
+            .push_bind(address.as_str())
+            .push("'pending'");
+    });
+    insert.build().execute(&mut *conn).await.map_err(db_error)?;
+    rows.clear();
+    Ok(())
 }
 
 async fn load_one(
