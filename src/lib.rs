@@ -11,6 +11,7 @@
 //! | [`delivery`] | a connection [`Pool`](delivery::Pool), [`RetryPolicy`](delivery::RetryPolicy), [`RateLimiter`](delivery::RateLimiter), fallback [`Route`](delivery::Route)s and a [`DeliveryReport`](delivery::DeliveryReport) per message. |
 //! | [`oauth`] | OAuth 2.0 for XOAUTH2: the `oauth2:` settings with Microsoft's and Google's presets, and (feature `oauth2`) a `TokenSource` that fetches, refreshes and shares access tokens. |
 //! | [`provider`] | the `email.smtp` provider: the YAML [`Config`](provider::Config), workflows, and the [`Mailer`](provider::Mailer) that ties it all together. |
+//! | [`outbox`] | (feature `outbox`) the durable outbox: messages stored in SQLite before they are sent, leased to workers, retried on a schedule, each ending in a recorded state. |
 //!
 //! Every failure is one [`Error`]: its [`ErrorKind`], the [`Stage`] of the session it happened
 //! in, the server's reply when there was one, and [`Error::is_transient`],
@@ -76,6 +77,7 @@
 //! | `server` | yes | `smtpkit::server`, the local capture server (rcgen for its self-signed certificates) |
 //! | `serde` | with `cli` | `serde::Serialize` for the reports in [`delivery`] |
 //! | `oauth2` | with `cli` | `oauth::TokenSource`: OAuth 2.0 access tokens for XOAUTH2 (refresh-token and client-credentials grants, token cache), over HTTPS with reqwest on the same rustls |
+//! | `outbox` | with `cli` | `outbox::Outbox`: the durable outbox on an SQLite file, with sqlx (its bundled SQLite) |
 //! | `certificate-summary` | with `cli` | `TlsInfo::certificate_summary` (subject, issuer, names, validity), with x509-parser |
 //!
 //! A library that only sends mail wants
@@ -94,6 +96,7 @@ pub mod delivery;
 mod error;
 pub mod message;
 pub mod oauth;
+pub mod outbox;
 pub mod proto;
 pub mod provider;
 #[cfg(feature = "server")]

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use super::error::{nearest, ConfigError};
+use super::outbox_config;
+use super::outbox_settings::OutboxSettings;
 use super::workflow::{parse_workflows, Workflow};
 use super::yaml_document;
 use super::yaml_literal::Literal;
@@ -116,9 +118,14 @@ pub struct Config {
     pub skipped_providers: Vec<SkippedProvider>,
     /// Workflows, in file order.
     pub workflows: Vec<Workflow>,
+    /// `outbox` (extension): the durable outbox's database and schedule, when the file has the
+    /// block. [`Config::outbox_settings`] gives the settings to use, with the defaults applied.
+    pub outbox: Option<OutboxSettings>,
+    /// The directory of the (first) file this was read from, for defaults next to it.
+    dir: Option<PathBuf>,
 }
 
-const TOP_KEYS: &[&str] = &["version", "providers", "workflows"];
+const TOP_KEYS: &[&str] = &["version", "providers", "workflows", "outbox"];
 const PROVIDER_KEYS: &[&str] = &["name", "description", "provider", "enabled", "config"];
 const SMTP_KEYS: &[&str] = &[
     "platform",
@@ -218,6 +225,10 @@ impl Config {
         let mut config = Config::from_yaml_str(&text).map_err(|e| e.in_file(&shown))?;
         // Relative ca_file and token_cache paths are relative to the file that names them.
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(outbox) = &mut config.outbox {
+            outbox.url = outbox_config::resolve_sqlite_url(&outbox.url, base);
+        }
+        config.dir = Some(base.to_path_buf());
         for p in &mut config.providers {
             if let Some(ca) = &p.smtp.ca_file {
                 if ca.is_relative() {
@@ -253,6 +264,9 @@ impl Config {
             merged.skipped_providers.extend(config.skipped_providers);
             merged.workflows.extend(config.workflows);
             merged.version = merged.version.or(config.version);
+            // The first file's `outbox` block and directory, as for `version`.
+            merged.outbox = merged.outbox.or(config.outbox);
+            merged.dir = merged.dir.or(config.dir);
         }
         Ok(merged)
     }
@@ -314,7 +328,34 @@ impl Config {
         if let Some(workflows) = root.get("workflows") {
             config.workflows = parse_workflows(workflows.node(env))?;
         }
+        if let Some(outbox) = root.get("outbox") {
+            config.outbox = Some(outbox_config::parse_outbox(outbox.node(env))?);
+        }
         Ok(config)
+    }
+
+    /// The outbox settings to use: the `outbox` block when there is one, else the defaults
+    /// with the database `smtpkit-outbox.db` next to the (first) configuration file read by
+    /// [`Config::from_file`] or [`Config::from_files`] (in the current directory for a
+    /// configuration parsed from text).
+    ///
+    /// ```
+    /// use smtpkit::provider::Config;
+    /// let config = Config::from_yaml_str("outbox: {max_age: 2d, backoff: {initial: 30s}}")?;
+    /// let settings = config.outbox_settings();
+    /// assert_eq!(settings.max_age, std::time::Duration::from_secs(2 * 86400));
+    /// assert_eq!(settings.url, "sqlite://smtpkit-outbox.db");
+    /// # Ok::<(), smtpkit::provider::ConfigError>(())
+    /// ```
+    pub fn outbox_settings(&self) -> OutboxSettings {
+        match (&self.outbox, &self.dir) {
+            (Some(settings), _) => settings.clone(),
+            (None, Some(dir)) => OutboxSettings {
+                url: outbox_config::default_url(dir),
+                ..OutboxSettings::default()
+            },
+            (None, None) => OutboxSettings::default(),
+        }
     }
 
     /// The provider to use: `name`, or the only enabled provider when `name` is `None`.

@@ -7,6 +7,8 @@ mod env_expand;
 mod error;
 mod mailer;
 mod oauth2_config;
+mod outbox_config;
+mod outbox_settings;
 mod workflow;
 mod yaml_document;
 mod yaml_literal;
@@ -18,4 +20,5 @@ pub use config::{
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use mailer::{Mailer, RouteTable, SecretSources};
+pub use outbox_settings::{redact_url, OutboxSettings};
 pub use workflow::{EmailStep, Workflow, WorkflowStep};

@@ -1,0 +1,1082 @@
+//! The outbox's storage against real SQLite files in temporary directories: what is stored is
+//! what comes back, idempotency holds under concurrency, leases and their expiry, every state
+//! a recorded outcome leads to, the queue commands, durability across reopening, clear errors
+//! for bad files and a locked database, and group commits on the hot path.
+//!
+//! No assertion is about wall-clock speed; waits for a lease or an age to pass are bounded
+//! polls.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use smtpkit::outbox::{
+    ListFilter, NewMessage, Outbox, OutboxError, OutboxId, OutboxSettings, Outcome,
+    RecipientOutcome, RecipientState, State,
+};
+use smtpkit::provider::Config;
+use sqlx::Connection;
+
+fn settings(dir: &Path) -> OutboxSettings {
+    OutboxSettings {
+        url: format!("sqlite://{}", dir.join("outbox.db").display()),
+        ..OutboxSettings::default()
+    }
+}
+
+fn message(n: usize) -> NewMessage {
+    NewMessage {
+        provider: "email".into(),
+        mail_from: "noreply@example.com".into(),
+        recipients: vec![format!("a{n}@example.com"), format!("b{n}@example.com")],
+        message_id: format!("<{n}@example.com>"),
+        bytes: format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
+        idempotency_key: None,
+    }
+}
+
+fn ms(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// Waits (at most 10 s, in small steps) until `check` holds.
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+fn outcome(results: &[(&str, RecipientOutcome)]) -> Outcome {
+    Outcome {
+        recipients: results
+            .iter()
+            .map(|(a, o)| (a.to_string(), o.clone()))
+            .collect(),
+        last_reply: Some("250 2.0.0 done".into()),
+    }
+}
+
+fn sent(reply: &str) -> RecipientOutcome {
+    RecipientOutcome::Sent {
+        reply: reply.into(),
+    }
+}
+
+fn failed(reply: &str) -> RecipientOutcome {
+    RecipientOutcome::Failed {
+        reply: reply.into(),
+    }
+}
+
+fn deferred(reply: &str) -> RecipientOutcome {
+    RecipientOutcome::Deferred {
+        reply: Some(reply.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_get_list_round_trip_keeps_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&settings(dir.path())).await.unwrap();
+    let before = SystemTime::now();
+    let mut m = message(1);
+    m.idempotency_key = Some("run-1/wf/0".into());
+    m.bytes = vec![0, 1, 2, 255, b'\r', b'\n'];
+    let queued = outbox.enqueue(m.clone()).await.unwrap();
+    assert!(!queued.existing);
+    assert_eq!(queued.message_id, m.message_id);
+    assert_eq!(queued.provider, "email");
+    let second = outbox.enqueue(message(2)).await.unwrap();
+    assert!(second.id > queued.id);
+
+    let got = outbox.get(queued.id).await.unwrap().expect("stored");
+    assert_eq!(got.id, queued.id);
+    assert_eq!(got.provider, m.provider);
+    assert_eq!(got.message_id, m.message_id);
+    assert_eq!(got.mail_from, m.mail_from);
+    assert_eq!(
+        got.recipients
+            .iter()
+            .map(|r| (r.address.as_str(), r.state, r.reply.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("a1@example.com", RecipientState::Pending, None),
+            ("b1@example.com", RecipientState::Pending, None)
+        ]
+    );
+    assert_eq!(got.state, State::Queued);
+    assert_eq!(got.attempts, 0);
+    assert!(ms(got.created_at) >= ms(before) && got.created_at <= SystemTime::now());
+    assert_eq!(got.next_attempt_at, Some(got.created_at));
+    assert_eq!(got.last_reply, None);
+    assert_eq!(got.lease_owner, None);
+    assert_eq!(got.lease_until, None);
+    assert_eq!(got.size, 6);
+    assert_eq!(got.idempotency_key.as_deref(), Some("run-1/wf/0"));
+    assert_eq!(outbox.body(queued.id).await.unwrap(), m.bytes);
+
+    let all = outbox.list(ListFilter::default()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|q| q.id).collect::<Vec<_>>(),
+        [queued.id, second.id]
+    );
+    assert_eq!(all[0], got);
+    let one = outbox
+        .list(ListFilter {
+            state: Some(State::Queued),
+            limit: Some(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].id, queued.id);
+    assert!(outbox
+        .list(ListFilter {
+            state: Some(State::Sent),
+            limit: None,
+        })
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(outbox.get(OutboxId(999)).await.unwrap(), None);
+    assert_eq!(
+        outbox.body(OutboxId(999)).await,
+        Err(OutboxError::NotFound(OutboxId(999)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_stores_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&settings(dir.path())).await.unwrap();
+    let mut m = message(1);
+    m.idempotency_key = Some("key".into());
+    let first = outbox.enqueue(m.clone()).await.unwrap();
+    let mut again = message(2);
+    again.idempotency_key = Some("key".into());
+    let second = outbox.enqueue(again).await.unwrap();
+    assert!(second.existing);
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.message_id, m.message_id, "the stored message's id");
+    // Twice in one batch: one row.
+    let mut a = message(3);
+    a.idempotency_key = Some("batch".into());
+    let b = NewMessage {
+        message_id: "<other@example.com>".into(),
+        ..a.clone()
+    };
+    let done = outbox.enqueue_many(vec![a, b]).await.unwrap();
+    assert!(!done[0].existing && done[1].existing);
+    assert_eq!(done[0].id, done[1].id);
+    assert_eq!(outbox.stats().await.unwrap().total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_with_one_key_from_two_outboxes_store_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let one = Outbox::open(&s).await.unwrap();
+    let two = Outbox::open(&s).await.unwrap();
+    for round in 0..20 {
+        let mut m = message(round);
+        m.idempotency_key = Some(format!("key-{round}"));
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let (o, m) = (one.clone(), m.clone());
+                async move { o.enqueue(m).await }
+            }),
+            tokio::spawn({
+                let (o, m) = (two.clone(), m.clone());
+                async move { o.enqueue(m).await }
+            }),
+        );
+        let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+        assert_eq!(a.id, b.id, "round {round}");
+        assert!(
+            a.existing != b.existing,
+            "exactly one stored it: {a:?} {b:?}"
+        );
+    }
+    assert_eq!(one.stats().await.unwrap().total, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_many_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&settings(dir.path())).await.unwrap();
+    let mut batch: Vec<NewMessage> = (0..5).map(message).collect();
+    batch[3].recipients.clear();
+    let err = outbox.enqueue_many(batch).await.unwrap_err();
+    assert!(matches!(err, OutboxError::Invalid { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "message 4 of 5: no recipients");
+    assert_eq!(err.exit_code(), 65);
+    assert_eq!(outbox.stats().await.unwrap().total, 0);
+
+    for (broken, expected) in [
+        (
+            NewMessage {
+                provider: " ".into(),
+                ..message(0)
+            },
+            "the provider is empty",
+        ),
+        (
+            NewMessage {
+                bytes: vec![],
+                ..message(0)
+            },
+            "the message is empty",
+        ),
+        (
+            NewMessage {
+                message_id: String::new(),
+                ..message(0)
+            },
+            "the Message-ID is empty",
+        ),
+        (
+            NewMessage {
+                recipients: vec!["a@x\r\nRCPT TO:<b@y>".into()],
+                ..message(0)
+            },
+            "control character",
+        ),
+    ] {
+        let err = outbox.enqueue(broken).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    assert_eq!(outbox.stats().await.unwrap().total, 0);
+    let done = outbox
+        .enqueue_many((0..5).map(message).collect())
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 5);
+    assert_eq!(outbox.stats().await.unwrap().by_state[&State::Queued], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_claimers_never_get_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let one = Outbox::open(&s).await.unwrap();
+    let two = Outbox::open(&s).await.unwrap();
+    one.enqueue_many((0..200).map(message).collect())
+        .await
+        .unwrap();
+    let take = |o: Outbox, name: &'static str| {
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let got = o.claim(name, 7).await.unwrap();
+                if got.is_empty() {
+                    return ids;
+                }
+                for c in got {
+                    assert_eq!(c.message.state, State::Sending);
+                    assert_eq!(c.message.lease_owner.as_deref(), Some(name));
+                    assert_eq!(c.message.attempts, 1);
+                    assert!(!c.interrupted_after_final_dot);
+                    assert!(c.bytes.starts_with(b"Subject: "));
+                    ids.push(c.message.id);
+                }
+            }
+        })
+    };
+    let (a, b) = tokio::join!(take(one.clone(), "w1"), take(two.clone(), "w2"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let all: HashSet<OutboxId> = a.iter().chain(&b).copied().collect();
+    assert_eq!(a.len() + b.len(), 200);
+    assert_eq!(all.len(), 200, "no message taken twice");
+    assert_eq!(one.stats().await.unwrap().by_state[&State::Sending], 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_claimed_again_and_tells_whether_the_final_dot_was_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&OutboxSettings {
+        lease: Duration::from_millis(50),
+        ..settings(dir.path())
+    })
+    .await
+    .unwrap();
+    let marked = outbox.enqueue(message(1)).await.unwrap().id;
+    let unmarked = outbox.enqueue(message(2)).await.unwrap().id;
+    let first = outbox.claim("dead-worker", 10).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].message.lease_until.unwrap() > first[0].message.created_at);
+    outbox.mark_final_dot(marked).await.unwrap();
+    let mut again = Vec::new();
+    wait_until("the lease to end", async || {
+        again.extend(outbox.claim("new-worker", 10).await.unwrap());
+        again.len() == 2
+    })
+    .await;
+    again.sort_by_key(|c| c.message.id);
+    assert_eq!(again[0].message.id, marked);
+    assert!(again[0].interrupted_after_final_dot);
+    assert_eq!(again[1].message.id, unmarked);
+    assert!(!again[1].interrupted_after_final_dot);
+    for c in &again {
+        assert_eq!(c.message.attempts, 2);
+        assert_eq!(c.message.lease_owner.as_deref(), Some("new-worker"));
+    }
+    // The mark is cleared in the new lease: taken a third time, it says so no more.
+    let mut third = Vec::new();
+    wait_until("the second lease to end", async || {
+        third.extend(outbox.claim("third", 10).await.unwrap());
+        third.len() == 2
+    })
+    .await;
+    assert!(third.iter().all(|c| !c.interrupted_after_final_dot));
+    assert!(third.iter().all(|c| c.message.attempts == 3));
+    // The dead worker's late record is refused and changes nothing.
+    let late = outbox
+        .record(
+            marked,
+            "dead-worker",
+            outcome(&[("a1@example.com", sent("250"))]),
+        )
+        .await;
+    assert_eq!(late, Err(OutboxError::LeaseLost(marked)));
+    let m = outbox.get(marked).await.unwrap().unwrap();
+    assert_eq!(m.state, State::Sending);
+    assert!(m
+        .recipients
+        .iter()
+        .all(|r| r.state == RecipientState::Pending));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_outcomes_lead_to_each_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = OutboxSettings {
+        backoff_initial: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(3600),
+        ..settings(dir.path())
+    };
+    let outbox = Outbox::open(&s).await.unwrap();
+    let ids: Vec<OutboxId> = outbox
+        .enqueue_many((0..5).map(message).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(outbox.claim("w", 10).await.unwrap().len(), 5);
+
+    // Both accepted: sent.
+    let state = outbox
+        .record(
+            ids[0],
+            "w",
+            outcome(&[
+                ("a0@example.com", sent("250 a")),
+                ("b0@example.com", sent("250 b")),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Sent);
+    // Both refused permanently: failed.
+    let state = outbox
+        .record(
+            ids[1],
+            "w",
+            outcome(&[
+                ("a1@example.com", failed("550 a")),
+                ("b1@example.com", failed("550 b")),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Failed);
+    // One accepted, one refused: sent (every recipient settled).
+    let state = outbox
+        .record(
+            ids[2],
+            "w",
+            outcome(&[
+                ("a2@example.com", sent("250")),
+                ("b2@example.com", failed("550")),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Sent);
+    // One accepted, one refused temporarily: deferred after backoff(1).
+    let before = SystemTime::now();
+    let state = outbox
+        .record(
+            ids[3],
+            "w",
+            outcome(&[
+                ("a3@example.com", sent("250")),
+                ("b3@example.com", deferred("451 later")),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Deferred);
+    let m = outbox.get(ids[3]).await.unwrap().unwrap();
+    let next = m.next_attempt_at.expect("deferred has a next attempt");
+    assert!(ms(next) >= ms(before) + 60_000, "{next:?}");
+    assert!(next <= SystemTime::now() + Duration::from_secs(60));
+    assert_eq!(m.lease_owner, None);
+    assert_eq!(m.lease_until, None);
+    assert_eq!(m.last_reply.as_deref(), Some("250 2.0.0 done"));
+    assert_eq!(
+        m.recipients
+            .iter()
+            .map(|r| (r.state, r.reply.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (RecipientState::Sent, Some("250")),
+            (RecipientState::Pending, Some("451 later"))
+        ]
+    );
+    // Outcome unknown for one: unknown.
+    let state = outbox
+        .record(
+            ids[4],
+            "w",
+            outcome(&[
+                ("a4@example.com", sent("250")),
+                ("b4@example.com", RecipientOutcome::Unknown { reply: None }),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Unknown);
+    let m = outbox.get(ids[4]).await.unwrap().unwrap();
+    assert_eq!(m.recipients[1].state, RecipientState::Unknown);
+    assert_eq!(m.next_attempt_at, None);
+
+    let got = outbox.get(ids[1]).await.unwrap().unwrap();
+    assert_eq!(got.recipients[0].reply.as_deref(), Some("550 a"));
+    assert!(got
+        .recipients
+        .iter()
+        .all(|r| r.state == RecipientState::Failed));
+    // A second record of a settled message is refused: its lease is gone.
+    assert_eq!(
+        outbox.record(ids[0], "w", Outcome::default()).await,
+        Err(OutboxError::LeaseLost(ids[0]))
+    );
+    assert_eq!(
+        outbox.record(OutboxId(77), "w", Outcome::default()).await,
+        Err(OutboxError::NotFound(OutboxId(77)))
+    );
+
+    // The deferred one's second attempt: only the pending recipient counts; backoff doubles.
+    outbox.retry_all().await.unwrap();
+    let again = outbox.claim("w", 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message.attempts, 2);
+    assert_eq!(
+        again[0]
+            .message
+            .pending_recipients()
+            .map(|r| r.address.as_str())
+            .collect::<Vec<_>>(),
+        ["b3@example.com"]
+    );
+    let before = SystemTime::now();
+    let state = outbox
+        .record(
+            ids[3],
+            "w",
+            outcome(&[("b3@example.com", deferred("452 full"))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Deferred);
+    let next = outbox
+        .get(ids[3])
+        .await
+        .unwrap()
+        .unwrap()
+        .next_attempt_at
+        .unwrap();
+    assert!(ms(next) >= ms(before) + 120_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_deferred_past_max_age_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&OutboxSettings {
+        max_age: Duration::from_millis(500),
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(1),
+        ..settings(dir.path())
+    })
+    .await
+    .unwrap();
+    let in_record = outbox.enqueue(message(1)).await.unwrap().id;
+    let in_claim = outbox.enqueue(message(2)).await.unwrap().id;
+    assert_eq!(outbox.claim("w", 10).await.unwrap().len(), 2);
+    // Deferred while still young: waits for its next attempt.
+    let state = outbox
+        .record(
+            in_claim,
+            "w",
+            outcome(&[("a2@example.com", deferred("421 busy"))]),
+        )
+        .await
+        .unwrap();
+    if state == State::Deferred {
+        // It comes due past max_age: the claim expires it instead of returning it.
+        let created = outbox.get(in_claim).await.unwrap().unwrap().created_at;
+        wait_until("max_age to pass", async || {
+            SystemTime::now() > created + Duration::from_millis(510)
+        })
+        .await;
+        let got = outbox.claim("w", 10).await.unwrap();
+        assert!(got.iter().all(|c| c.message.id != in_claim));
+    }
+    assert_eq!(
+        outbox.get(in_claim).await.unwrap().unwrap().state,
+        State::Expired
+    );
+
+    let created = outbox.get(in_record).await.unwrap().unwrap().created_at;
+    wait_until("max_age to pass", async || {
+        SystemTime::now() > created + Duration::from_millis(510)
+    })
+    .await;
+    let state = outbox
+        .record(
+            in_record,
+            "w",
+            outcome(&[
+                ("a1@example.com", sent("250")),
+                ("b1@example.com", deferred("450 later")),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, State::Expired);
+    let m = outbox.get(in_record).await.unwrap().unwrap();
+    assert_eq!(m.next_attempt_at, None);
+    // The recipient that expired is the one still pending.
+    assert_eq!(
+        m.recipients.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [RecipientState::Sent, RecipientState::Pending]
+    );
+    assert_eq!(outbox.next_due().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_gives_a_message_back_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&settings(dir.path())).await.unwrap();
+    let id = outbox.enqueue(message(1)).await.unwrap().id;
+    assert_eq!(outbox.claim("w", 1).await.unwrap().len(), 1);
+    assert_eq!(
+        outbox.release(id, "not-me").await,
+        Err(OutboxError::LeaseLost(id))
+    );
+    outbox.release(id, "w").await.unwrap();
+    let m = outbox.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (m.state, m.attempts, m.lease_owner),
+        (State::Queued, 0, None)
+    );
+    assert!(m.next_attempt_at.is_some());
+    let again = outbox.claim("w2", 1).await.unwrap();
+    assert_eq!(again[0].message.attempts, 1);
+    assert_eq!(
+        outbox.release(OutboxId(55), "w").await,
+        Err(OutboxError::NotFound(OutboxId(55)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_delete_stats_and_next_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&settings(dir.path())).await.unwrap();
+    assert_eq!(outbox.next_due().await.unwrap(), None);
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!((stats.total, stats.oldest_queued_age), (0, None));
+    assert_eq!(stats.by_state.len(), 7);
+
+    let ids: Vec<OutboxId> = outbox
+        .enqueue_many((0..4).map(message).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let due = outbox.next_due().await.unwrap().unwrap();
+    assert!(due <= SystemTime::now());
+    outbox.claim("w", 3).await.unwrap();
+    // Leased: no retry, no delete.
+    assert_eq!(outbox.retry(ids[0]).await, Err(OutboxError::Leased(ids[0])));
+    assert_eq!(
+        outbox.delete(ids[0]).await,
+        Err(OutboxError::Leased(ids[0]))
+    );
+    outbox
+        .record(
+            ids[0],
+            "w",
+            outcome(&[
+                ("a0@example.com", failed("550 no")),
+                ("b0@example.com", sent("250")),
+            ]),
+        )
+        .await
+        .unwrap();
+    outbox
+        .record(ids[1], "w", outcome(&[("a1@example.com", deferred("451"))]))
+        .await
+        .unwrap();
+    outbox
+        .record(
+            ids[2],
+            "w",
+            outcome(&[
+                ("a2@example.com", sent("250")),
+                ("b2@example.com", sent("250")),
+            ]),
+        )
+        .await
+        .unwrap();
+
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!(stats.total, 4);
+    assert_eq!(stats.by_state[&State::Sent], 2);
+    assert_eq!(stats.by_state[&State::Deferred], 1);
+    assert_eq!(stats.by_state[&State::Queued], 1);
+    assert_eq!(stats.by_state[&State::Failed], 0);
+    assert!(stats.oldest_queued_age.is_some());
+    // The queued one is due now, before the deferred one.
+    assert!(outbox.next_due().await.unwrap().unwrap() <= SystemTime::now());
+
+    // Sent to everyone: nothing to retry.
+    assert!(matches!(
+        outbox.retry(ids[2]).await,
+        Err(OutboxError::Invalid { .. })
+    ));
+    // Sent with a failed recipient: the failed one goes back to pending, the sent one stays.
+    outbox.retry(ids[0]).await.unwrap();
+    let m = outbox.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(m.state, State::Queued);
+    assert_eq!(m.attempts, 1);
+    assert_eq!(
+        m.recipients.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [RecipientState::Pending, RecipientState::Sent]
+    );
+    assert_eq!(outbox.retry_all().await.unwrap(), 1);
+    assert_eq!(
+        outbox.get(ids[1]).await.unwrap().unwrap().state,
+        State::Queued
+    );
+    assert_eq!(outbox.retry_all().await.unwrap(), 0);
+    assert_eq!(
+        outbox.retry(OutboxId(404)).await,
+        Err(OutboxError::NotFound(OutboxId(404)))
+    );
+
+    outbox.delete(ids[2]).await.unwrap();
+    assert_eq!(outbox.get(ids[2]).await.unwrap(), None);
+    assert_eq!(
+        outbox.delete(ids[2]).await,
+        Err(OutboxError::NotFound(ids[2]))
+    );
+    assert_eq!(outbox.stats().await.unwrap().total, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let (ids, before) = {
+        let outbox = Outbox::open(&s).await.unwrap();
+        let ids: Vec<OutboxId> = outbox
+            .enqueue_many((0..3).map(message).collect())
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        outbox.claim("w", 1).await.unwrap();
+        outbox.mark_final_dot(ids[0]).await.unwrap();
+        outbox
+            .record(
+                ids[0],
+                "w",
+                outcome(&[
+                    ("a0@example.com", sent("250")),
+                    ("b0@example.com", deferred("451")),
+                ]),
+            )
+            .await
+            .unwrap();
+        (ids, outbox.list(ListFilter::default()).await.unwrap())
+    };
+    let outbox = Outbox::open(&s).await.unwrap();
+    assert_eq!(outbox.list(ListFilter::default()).await.unwrap(), before);
+    assert_eq!(outbox.body(ids[2]).await.unwrap(), message(2).bytes);
+    let next = outbox.enqueue(message(9)).await.unwrap();
+    assert!(next.id > ids[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_are_not_outboxes_and_missing_directories_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+    let err = Outbox::open(&OutboxSettings {
+        url: format!("sqlite://{}", garbage.display()),
+        ..OutboxSettings::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, OutboxError::Open { .. } | OutboxError::Corrupt { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), 78);
+    assert!(err.to_string().contains("not an SQLite database"), "{err}");
+
+    // Another program's SQLite database.
+    let other = dir.path().join("other.db");
+    {
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", other.display()))
+                .await
+                .unwrap();
+        sqlx::query("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let err = Outbox::open(&OutboxSettings {
+        url: format!("sqlite:{}", other.display()),
+        ..OutboxSettings::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not an smtpkit outbox"), "{err}");
+    assert_eq!(err.exit_code(), 78);
+
+    let missing = dir.path().join("no/such/dir");
+    let err = Outbox::open(&OutboxSettings {
+        url: format!("sqlite://{}/outbox.db", missing.display()),
+        ..OutboxSettings::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, OutboxError::Open { .. }));
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    assert!(!missing.exists());
+
+    let err = Outbox::open(&OutboxSettings {
+        url: "postgres://app:hunter2@db.example/outbox".into(),
+        ..OutboxSettings::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = Outbox::open(&OutboxSettings {
+        url: "redis://h".into(),
+        ..OutboxSettings::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 78);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_past_the_busy_timeout_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let outbox = Outbox::open_with_busy_timeout(&s, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let path = dir.path().join("outbox.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = outbox.enqueue(message(1)).await.unwrap_err();
+    assert_eq!(err, OutboxError::Busy);
+    assert_eq!(err.exit_code(), 75);
+    // Reads go on beside a writer (WAL).
+    assert_eq!(outbox.stats().await.unwrap().total, 0);
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+    outbox.enqueue(message(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_outboxes_enqueueing_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let outbox = Outbox::open(&s).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..50 {
+                let n = t * 1000 + i;
+                if i % 5 == 0 {
+                    let batch = outbox
+                        .enqueue_many(vec![message(n), message(n + 500)])
+                        .await
+                        .unwrap();
+                    ids.extend(batch.iter().map(|e| e.id));
+                } else {
+                    ids.push(outbox.enqueue(message(n)).await.unwrap().id);
+                }
+            }
+            ids
+        }));
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            assert!(all.insert(id));
+        }
+    }
+    assert_eq!(all.len(), 4 * 60);
+    let outbox = Outbox::open(&s).await.unwrap();
+    assert_eq!(outbox.stats().await.unwrap().total, 240);
+}
+
+/// The child side of `several_processes_enqueue_into_one_file`: does nothing unless started
+/// by it (with the variables set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_enqueuer() {
+    let (Ok(url), Ok(tag)) = (
+        std::env::var("SMTPKIT_OUTBOX_CHILD_URL"),
+        std::env::var("SMTPKIT_OUTBOX_CHILD_TAG"),
+    ) else {
+        return;
+    };
+    let outbox = Outbox::open(&OutboxSettings {
+        url,
+        ..OutboxSettings::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..100 {
+        let mut m = message(i);
+        m.idempotency_key = Some(format!("{tag}-{i}"));
+        // Every child also tries a key all of them share: one row in the end.
+        outbox.enqueue(m).await.unwrap();
+        let mut shared = message(i);
+        shared.idempotency_key = Some(format!("shared-{i}"));
+        if i % 10 == 0 {
+            outbox.enqueue(shared).await.unwrap();
+        }
+    }
+}
+
+#[test]
+fn several_processes_enqueue_into_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<std::process::Child> = (0..3)
+        .map(|c| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_process_enqueuer", "--test-threads=1"])
+                .env("SMTPKIT_OUTBOX_CHILD_URL", &url)
+                .env("SMTPKIT_OUTBOX_CHILD_TAG", format!("child{c}"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(
+            child.wait().unwrap().success(),
+            "a child failed (see its stderr)"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let outbox = Outbox::open(&OutboxSettings {
+            url,
+            ..OutboxSettings::default()
+        })
+        .await
+        .unwrap();
+        let stats = outbox.stats().await.unwrap();
+        assert_eq!(stats.total, 3 * 100 + 10, "{stats:?}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_final_dot_marks_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let outbox = Outbox::open(&s).await.unwrap();
+    outbox
+        .enqueue_many((0..200).map(message).collect())
+        .await
+        .unwrap();
+    let claimed = outbox.claim("w", 200).await.unwrap();
+    assert_eq!(claimed.len(), 200);
+    let before = outbox.commit_counters();
+    let tasks: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let (o, id) = (outbox.clone(), c.message.id);
+            tokio::spawn(async move { o.mark_final_dot(id).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let after = outbox.commit_counters();
+    let (commits, ops) = (after.commits - before.commits, after.ops - before.ops);
+    assert_eq!(ops, 200);
+    eprintln!("{ops} marks in {commits} commits");
+    assert!(
+        commits * 2 <= ops,
+        "{ops} marks in {commits} commits: no batching"
+    );
+    // Every mark is in the file, as another connection sees it.
+    let path = dir.path().join("outbox.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE final_dot = 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(marked, 200);
+
+    // Records batch the same way, each with its own result.
+    let tasks: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let (o, id) = (outbox.clone(), c.message.id);
+            let who = if id.0 % 2 == 0 { "w" } else { "thief" };
+            let to = c
+                .message
+                .recipients
+                .iter()
+                .map(|r| (r.address.clone(), sent("250")))
+                .collect();
+            tokio::spawn(async move {
+                o.record(
+                    id,
+                    who,
+                    Outcome {
+                        recipients: to,
+                        last_reply: None,
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut lost = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(state) => assert_eq!(state, State::Sent),
+            Err(OutboxError::LeaseLost(_)) => lost += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(lost, 100);
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!(stats.by_state[&State::Sent], 100);
+    assert_eq!(stats.by_state[&State::Sending], 100);
+}
+
+#[test]
+fn the_outbox_block_of_the_configuration() {
+    let config = Config::from_yaml_str(
+        "outbox:\n  url: sqlite:///var/lib/smtpkit/q.db\n  max_age: 2d\n  lease: 30s\n  \
+         backoff: {initial: 10s, max: 5m}\n",
+    )
+    .unwrap();
+    let s = config.outbox_settings();
+    assert_eq!(s.url, "sqlite:///var/lib/smtpkit/q.db");
+    assert_eq!(s.max_age, Duration::from_secs(2 * 86400));
+    assert_eq!(s.lease, Duration::from_secs(30));
+    assert_eq!(s.backoff_initial, Duration::from_secs(10));
+    assert_eq!(s.backoff_max, Duration::from_secs(300));
+    assert_eq!(s.backoff(3), Duration::from_secs(40));
+
+    for (yaml, path, words) in [
+        ("outbox: {lease: 5}", "outbox.lease", "unit"),
+        (
+            "outbox: {max_ag: 5d}",
+            "outbox.max_ag",
+            "did you mean `max_age`",
+        ),
+        (
+            "outbox: {backoff: {initial: 1h, max: 1m}}",
+            "outbox.backoff.max",
+            "at least",
+        ),
+        (
+            "outbox: {backoff: {inital: 1m}}",
+            "outbox.backoff.inital",
+            "initial",
+        ),
+        (
+            "outbox: {url: 'mysql://u:pw@h/d'}",
+            "outbox.url",
+            "sqlite://",
+        ),
+        ("outbox: {lease: 0s}", "outbox.lease", "more than 0"),
+    ] {
+        let err = Config::from_yaml_str(yaml).unwrap_err();
+        assert_eq!(err.path(), path, "{yaml}: {err}");
+        assert!(err.message().contains(words), "{yaml}: {err}");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+    let env = |name: &str| (name == "OUTBOX_DB").then(|| "sqlite:///srv/q.db".to_owned());
+    let config = Config::from_yaml_str_with_env("outbox: {url: '${OUTBOX_DB}'}", &env).unwrap();
+    assert_eq!(config.outbox_settings().url, "sqlite:///srv/q.db");
+}
+
+#[test]
+fn outbox_paths_are_relative_to_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = dir.path().join("with.yaml");
+    std::fs::write(&with, "outbox: {url: 'sqlite://queue/q.db'}\n").unwrap();
+    let config = Config::from_file(&with).unwrap();
+    assert_eq!(
+        config.outbox_settings().url,
+        format!("sqlite://{}", dir.path().join("queue/q.db").display())
+    );
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let without = sub.join("without.yaml");
+    std::fs::write(&without, "version: \"1.0\"\n").unwrap();
+    let config = Config::from_file(&without).unwrap();
+    assert_eq!(config.outbox, None);
+    assert_eq!(
+        config.outbox_settings().url,
+        format!("sqlite://{}", sub.join("smtpkit-outbox.db").display())
+    );
+    // Several files: the first file's directory and the first outbox block.
+    let merged = Config::from_files(&[&without, &with]).unwrap();
+    assert_eq!(
+        merged.outbox_settings().url,
+        format!("sqlite://{}", dir.path().join("queue/q.db").display())
+    );
+    let merged = Config::from_files(&[&without]).unwrap();
+    assert_eq!(
+        merged.outbox_settings().url,
+        format!("sqlite://{}", sub.join("smtpkit-outbox.db").display())
+    );
+}
