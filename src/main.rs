@@ -52,6 +52,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Auth(args) => cli::auth::run(args).await,
+            Command::Worker(args) => cli::worker::run(args).await,
+            Command::Queue(args) => cli::queue::run(args).await,
         }
     });
     std::process::ExitCode::from(code)

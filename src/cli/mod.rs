@@ -23,12 +23,15 @@ pub mod delay_proxy;
 pub mod demo;
 pub mod exit;
 pub mod notify;
+pub mod outbox_access;
 pub mod output;
 pub mod progress;
+pub mod queue;
 pub mod send;
 pub mod serve;
 mod shutdown;
 pub use shutdown::shutdown_signal;
+pub mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -116,4 +119,19 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Sign in to an OAuth 2.0 identity provider for XOAUTH2 (`smtpkit auth login`).
     Auth(auth::AuthArgs),
+    /// Deliver the outbox's queued messages (`send --queue`, `notify --queue`).
+    Worker(worker::WorkerArgs),
+    /// Look at and manage the outbox: list, show, retry, delete, stats.
+    Queue(queue::QueueArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition only when it is parsed; this checks every
+    /// subcommand's at once (a global argument marked required, clashing names…).
+    #[test]
+    fn every_command_line_definition_is_valid() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
 }

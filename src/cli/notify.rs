@@ -6,9 +6,9 @@ use clap::Args;
 use serde_json::{json, Value};
 use smtpkit::provider::{Config, EmailStep, RouteTable, WorkflowStep};
 
-use super::exit;
 use super::output::{self, Failure};
 use super::progress::{self, Progress};
+use super::{exit, outbox_access};
 
 /// Run the email notification steps of the workflows.
 #[derive(Args, Debug)]
@@ -29,6 +29,17 @@ pub struct NotifyArgs {
     /// Print the SMTP conversation to stderr (secrets redacted).
     #[arg(long)]
     pub transcript: bool,
+    /// Store every email step's message in the outbox (durably, all or none) for
+    /// `smtpkit worker` instead of sending now; prints their ids.
+    #[arg(long)]
+    pub queue: bool,
+    /// With --queue: this run's id. Run id, workflow and step number make each message's
+    /// idempotency key: the same run queued again stores nothing new.
+    #[arg(long, value_name = "ID", requires = "queue")]
+    pub run_id: Option<String>,
+    /// With --queue: the outbox database, overriding `outbox.url`.
+    #[arg(long, value_name = "URL", requires = "queue")]
+    pub outbox: Option<String>,
 }
 
 /// Where a step sits, for the lines people read: `access-approval step 1`.
@@ -177,6 +188,9 @@ pub async fn run(args: NotifyArgs) -> u8 {
             }
         }
     }
+    if args.queue {
+        return queue(&config, &workflows, &args).await;
+    }
     let progress = Progress::new("the server");
     let transcript = Some(progress.transcript(args.transcript));
     let table = match RouteTable::build(&config, &ids, transcript) {
@@ -251,4 +265,79 @@ async fn run_workflows(
         results.push(json!({"name": workflow.name, "steps": steps}));
     }
     (code, results)
+}
+
+/// `--queue`: every email step's message, built as its first provider would send it, stored
+/// in one transaction.
+async fn queue(
+    config: &Config,
+    workflows: &[&smtpkit::provider::Workflow],
+    args: &NotifyArgs,
+) -> u8 {
+    let mut entries = Vec::new();
+    let mut steps = Vec::new();
+    for workflow in workflows {
+        for (i, step) in workflow.steps.iter().enumerate() {
+            let WorkflowStep::Email(email) = step else {
+                continue;
+            };
+            let ids: Vec<&str> = email.providers.iter().map(String::as_str).collect();
+            let Some(first) = ids.first() else {
+                let failure = Failure::config(format!("{}: no provider", email.path));
+                return fail_early(&failure, args.json);
+            };
+            let from = match config
+                .provider(Some(first))
+                .and_then(|p| p.smtp.check_ready(&format!("providers.{}.config", p.id)))
+            {
+                Ok(from) => from,
+                Err(e) => return fail_early(&Failure::config_error(&e), args.json),
+            };
+            let built = match email.notification().build(&from) {
+                Ok(b) => b,
+                Err(e) => {
+                    let failure = Failure::new(
+                        "invalid_input",
+                        "message",
+                        format!("{} step {}: {e}", workflow.name, i + 1),
+                        exit::DATA_ERR,
+                    );
+                    return fail_early(&failure, args.json);
+                }
+            };
+            let key = args
+                .run_id
+                .as_ref()
+                .map(|run| format!("{run}/{}/{}", workflow.name, i + 1));
+            entries.push(outbox_access::new_message(&ids, &built, key));
+            steps.push((workflow.name.clone(), i + 1));
+        }
+    }
+    if entries.is_empty() {
+        return fail_early(
+            &Failure::config("the workflows have no email steps to queue"),
+            args.json,
+        );
+    }
+    let outbox = match outbox_access::open(config, args.outbox.as_deref()).await {
+        Ok(o) => o,
+        Err(f) => return fail_early(&f, args.json),
+    };
+    match outbox.enqueue_many(entries).await {
+        Ok(queued) => {
+            if args.json {
+                output::print_json(&json!({
+                    "ok": true,
+                    "exit_code": exit::OK,
+                    "queued": queued.iter().map(outbox_access::queued_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                for ((workflow, step), q) in steps.iter().zip(&queued) {
+                    out!("{workflow} step {step}: {}", outbox_access::queued_line(q));
+                }
+            }
+            exit::OK
+        }
+        Err(e) => fail_early(&outbox_access::failure(&e), args.json),
+    }
 }

@@ -6,9 +6,9 @@ use clap::Args;
 use smtpkit::message::{Attachment, Mailbox, Notification};
 use smtpkit::provider::{Config, Mailer};
 
-use super::exit;
 use super::output::{self, Failure};
 use super::progress::{self, Progress};
+use super::{exit, outbox_access};
 
 /// Send one message.
 #[derive(Args, Debug)]
@@ -75,6 +75,17 @@ pub struct SendArgs {
     /// Print the SMTP conversation to stderr (secrets redacted).
     #[arg(long)]
     pub transcript: bool,
+    /// Store the message in the outbox (durably) for `smtpkit worker` instead of sending now;
+    /// prints its id.
+    #[arg(long)]
+    pub queue: bool,
+    /// With --queue: a key that makes queueing the same message twice store it once (the
+    /// second run prints the first one's id).
+    #[arg(long, value_name = "KEY", requires = "queue")]
+    pub idempotency_key: Option<String>,
+    /// With --queue: the outbox database, overriding `outbox.url`.
+    #[arg(long, value_name = "URL", requires = "queue")]
+    pub outbox: Option<String>,
 }
 
 fn mailboxes(flag: &str, values: &[String]) -> Result<Vec<Mailbox>, String> {
@@ -145,6 +156,9 @@ pub async fn run(args: SendArgs) -> u8 {
             return Failure::new("invalid_input", "input", e, exit::DATA_ERR).report(args.json)
         }
     };
+    if args.queue {
+        return queue(&config, &mailer, &notification, &args).await;
+    }
     let ticker = tokio::spawn(progress.clone().tick());
     let sent = tokio::select! {
         sent = mailer.send(&notification) => sent,
@@ -177,4 +191,47 @@ pub async fn run(args: SendArgs) -> u8 {
     // QUIT the pooled session politely.
     mailer.close().await;
     code
+}
+
+/// `--queue`: the message built as the provider would send it, stored in the outbox.
+async fn queue(
+    config: &Config,
+    mailer: &Mailer,
+    notification: &Notification,
+    args: &SendArgs,
+) -> u8 {
+    let path = format!("providers.{}.config", mailer.provider());
+    let built = match mailer
+        .settings()
+        .check_ready(&path)
+        .map_err(|e| Failure::config_error(&e))
+        .and_then(|from| {
+            notification
+                .build(&from)
+                .map_err(|e| Failure::new("invalid_input", "message", e, exit::DATA_ERR))
+        }) {
+        Ok(b) => b,
+        Err(f) => return f.report(args.json),
+    };
+    let outbox = match outbox_access::open(config, args.outbox.as_deref()).await {
+        Ok(o) => o,
+        Err(f) => return f.report(args.json),
+    };
+    let entry =
+        outbox_access::new_message(&[mailer.provider()], &built, args.idempotency_key.clone());
+    match outbox.enqueue(entry).await {
+        Ok(queued) => {
+            if args.json {
+                output::print_json(&serde_json::json!({
+                    "ok": true,
+                    "exit_code": exit::OK,
+                    "queued": [outbox_access::queued_json(&queued)],
+                }));
+            } else {
+                out!("{}", outbox_access::queued_line(&queued));
+            }
+            exit::OK
+        }
+        Err(e) => outbox_access::failure(&e).report(args.json),
+    }
 }

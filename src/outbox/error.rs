@@ -54,12 +54,14 @@ pub enum OutboxError {
 
 impl OutboxError {
     /// The sysexits code for this error: 78 for [`Open`](OutboxError::Open) and
-    /// [`Corrupt`](OutboxError::Corrupt), 65 for [`NotFound`](OutboxError::NotFound) and
-    /// [`Invalid`](OutboxError::Invalid), 75 for the rest (temporary).
+    /// [`Corrupt`](OutboxError::Corrupt), 66 (EX_NOINPUT) for
+    /// [`NotFound`](OutboxError::NotFound), 65 for [`Invalid`](OutboxError::Invalid), 75 for
+    /// the rest (temporary).
     pub fn exit_code(&self) -> u8 {
         match self {
             OutboxError::Open { .. } | OutboxError::Corrupt { .. } => 78,
-            OutboxError::NotFound(_) | OutboxError::Invalid { .. } => 65,
+            OutboxError::NotFound(_) => 66,
+            OutboxError::Invalid { .. } => 65,
             OutboxError::Busy
             | OutboxError::Leased(_)
             | OutboxError::LeaseLost(_)

@@ -44,6 +44,8 @@ mod sqlite;
 mod store;
 #[cfg(feature = "outbox")]
 mod url;
+#[cfg(feature = "outbox")]
+mod worker;
 
 #[cfg(feature = "outbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
@@ -60,3 +62,6 @@ pub use record::{
 #[cfg(feature = "outbox")]
 #[doc(hidden)]
 pub use store::CommitCounters;
+#[cfg(feature = "outbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
+pub use worker::{RecordHook, Recorded, Worker, WorkerOptions, WorkerSummary};

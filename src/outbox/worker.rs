@@ -1,0 +1,493 @@
+//! [`Worker`]: takes due messages from an [`Outbox`], delivers them through each provider's
+//! [`Mailer`] (pools, rate limits, fallback; one try per provider, the outbox's schedule does
+//! the retrying) and records what happened to every recipient.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use super::error::OutboxError;
+use super::record::{Claimed, OutboxId, Outcome, RecipientOutcome, RecipientState};
+use super::Outbox;
+use crate::client::{with_final_dot_gate, Envelope, FinalDotGate, GateFuture};
+use crate::delivery::{DeliveryError, DeliveryReport, RecipientStatus};
+use crate::error::{Error, ErrorKind, Stage};
+use crate::proto::{Address, ReversePath};
+use crate::provider::{Config, Mailer, RouteTable};
+
+/// What a worker recorded for one message, handed to [`WorkerOptions::on_record`].
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The message's outbox id.
+    pub id: OutboxId,
+    /// Its Message-ID.
+    pub message_id: String,
+    /// The provider(s) it was sent through.
+    pub provider: String,
+    /// The state it is in now.
+    pub state: super::record::State,
+    /// The last reply or error, in one line.
+    pub last_reply: Option<String>,
+}
+
+/// Called once per recorded delivery (from the delivering task: keep it quick).
+pub type RecordHook = Arc<dyn Fn(&Recorded) + Send + Sync>;
+
+/// How a [`Worker`] runs.
+#[derive(Clone)]
+pub struct WorkerOptions {
+    /// Messages delivered at once (each holds one session while it is sent). Default 4.
+    pub concurrency: usize,
+    /// Stop when nothing is due and nothing is in flight (deferred messages stay for a later
+    /// run) instead of waiting for more.
+    pub until_empty: bool,
+    /// Stop after this many deliveries were recorded.
+    pub max_messages: Option<u64>,
+    /// Longest sleep between looks at the outbox when nothing is due (another process may
+    /// enqueue at any time). Default 1 s.
+    pub poll: Duration,
+    /// Told about each delivery once it is recorded (a log line, a metric).
+    pub on_record: Option<RecordHook>,
+}
+
+impl std::fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("concurrency", &self.concurrency)
+            .field("until_empty", &self.until_empty)
+            .field("max_messages", &self.max_messages)
+            .field("poll", &self.poll)
+            .field("on_record", &self.on_record.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl Default for WorkerOptions {
+    fn default() -> WorkerOptions {
+        WorkerOptions {
+            concurrency: 4,
+            until_empty: false,
+            max_messages: None,
+            poll: Duration::from_secs(1),
+            on_record: None,
+        }
+    }
+}
+
+/// What a [`Worker::run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Deliveries recorded (one per claimed message, whatever the outcome).
+    pub delivered: u64,
+    /// Messages that ended `sent`.
+    pub sent: u64,
+    /// Messages that ended `failed`, `expired` or `unknown`.
+    pub ended_otherwise: u64,
+    /// Messages deferred to a later attempt.
+    pub deferred: u64,
+}
+
+/// Delivers an outbox's messages. Several workers (threads, processes) may share one outbox:
+/// each message is leased to one of them at a time.
+pub struct Worker {
+    outbox: Outbox,
+    config: Config,
+    options: WorkerOptions,
+    id: String,
+    mailers: Mutex<HashMap<String, Result<Mailer, String>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records "the final `.` is about to leave" for one message before it does.
+struct MarkFinalDot {
+    outbox: Outbox,
+    id: OutboxId,
+}
+
+impl FinalDotGate for MarkFinalDot {
+    fn before_final_dot(&self) -> GateFuture<'_> {
+        Box::pin(async move {
+            self.outbox.mark_final_dot(self.id).await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    Stage::Body,
+                    format!("cannot record the message's progress in the outbox: {e}"),
+                )
+            })
+        })
+    }
+}
+
+impl Worker {
+    /// A worker for `outbox` sending through `config`'s providers. Each provider's `retry`
+    /// is reduced to one try per delivery: between deliveries the outbox's backoff schedule
+    /// and `max_age` apply.
+    pub fn new(outbox: Outbox, config: &Config, options: WorkerOptions) -> Worker {
+        let mut config = config.clone();
+        for p in &mut config.providers {
+            p.smtp.retry.attempts = 1;
+        }
+        let id = format!(
+            "{}-{}-{:04x}",
+            host_name(),
+            std::process::id(),
+            fastrand::u16(..)
+        );
+        Worker {
+            outbox,
+            config,
+            options,
+            id,
+            mailers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This worker's lease owner name (host, process id, a random suffix).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Delivers due messages until `shutdown` resolves (or, with
+    /// [`WorkerOptions::until_empty`], until nothing is due). On shutdown it takes no more
+    /// messages, lets the deliveries in flight finish (each bounded by its provider's
+    /// timeouts) and records them.
+    ///
+    /// Cancel safety: dropping the future abandons the deliveries in flight; their leases
+    /// expire and another run takes them over (a message whose final `.` may have left is
+    /// then `unknown`).
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerSummary, OutboxError> {
+        tokio::pin!(shutdown);
+        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let finished = Arc::new(Notify::new());
+        let mut tasks: JoinSet<Result<super::record::State, OutboxError>> = JoinSet::new();
+        let mut summary = WorkerSummary::default();
+        let mut claimed_total = 0u64;
+        let mut stopping = false;
+        loop {
+            // Collect what finished.
+            while let Some(done) = tasks.try_join_next() {
+                tally(&mut summary, done);
+            }
+            let budget = self
+                .options
+                .max_messages
+                .map_or(usize::MAX, |m| m.saturating_sub(claimed_total) as usize);
+            if budget == 0 {
+                stopping = true;
+            }
+            if stopping {
+                break;
+            }
+            let free = permits.available_permits().min(budget);
+            let claimed = if free > 0 {
+                self.outbox.claim(&self.id, free).await?
+            } else {
+                Vec::new()
+            };
+            let got = claimed.len();
+            for c in claimed {
+                claimed_total += 1;
+                let permit =
+                    permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| OutboxError::Io {
+                            reason: "the worker's task limit was closed".into(),
+                        })?;
+                let worker = self.clone();
+                let finished = finished.clone();
+                tasks.spawn(async move {
+                    let result = worker.deliver(c).await;
+                    drop(permit);
+                    finished.notify_one();
+                    result
+                });
+            }
+            if got > 0 && got == free {
+                continue; // more may be due right now
+            }
+            if self.options.until_empty && got == 0 && tasks.is_empty() {
+                let due = self.outbox.next_due().await?;
+                if due.is_none_or(|t| t > SystemTime::now()) {
+                    break;
+                }
+                continue;
+            }
+            let wait = match self.outbox.next_due().await? {
+                Some(t) => t
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(self.options.poll),
+                None => self.options.poll,
+            };
+            tokio::select! {
+                () = &mut shutdown => stopping = true,
+                () = finished.notified() => {}
+                () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            tally(&mut summary, done);
+        }
+        let mailers: Vec<Mailer> = self
+            .mailers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter_map(|m| m.as_ref().ok().cloned())
+            .collect();
+        for m in mailers {
+            m.close().await;
+        }
+        Ok(summary)
+    }
+
+    fn mailer(&self, provider: &str) -> Result<Mailer, String> {
+        let mut mailers = self
+            .mailers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        mailers
+            .entry(provider.to_owned())
+            .or_insert_with(|| {
+                // A notify step names its providers in order, joined with commas.
+                let ids: Vec<&str> = provider.split(',').map(str::trim).collect();
+                RouteTable::build(&self.config, &ids, None)
+                    .and_then(|table| table.mailer(&ids))
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// One claimed message: sent to its pending recipients, the outcome recorded.
+    async fn deliver(&self, claimed: Claimed) -> Result<super::record::State, OutboxError> {
+        let message = &claimed.message;
+        let pending: Vec<&str> = message
+            .recipients
+            .iter()
+            .filter(|r| r.state == RecipientState::Pending)
+            .map(|r| r.address.as_str())
+            .collect();
+        let outcome = if claimed.interrupted_after_final_dot {
+            self.after_interruption(&message.provider, &pending)
+        } else {
+            match self.mailer(&message.provider) {
+                Err(why) => deferred_all(&pending, format!("provider {}: {why}", message.provider)),
+                Ok(mailer) => match envelope(&message.mail_from, &pending) {
+                    Err(why) => failed_all(&pending, why),
+                    Ok(envelope) => {
+                        let gate = Arc::new(MarkFinalDot {
+                            outbox: self.outbox.clone(),
+                            id: message.id,
+                        });
+                        let sent = with_final_dot_gate(
+                            gate,
+                            mailer.send_message(&envelope, &claimed.bytes),
+                        )
+                        .await;
+                        outcome_of(&pending, sent)
+                    }
+                },
+            }
+        };
+        let last_reply = outcome.last_reply.clone();
+        let state = self.outbox.record(message.id, &self.id, outcome).await?;
+        if let Some(hook) = &self.options.on_record {
+            hook(&Recorded {
+                id: message.id,
+                message_id: message.message_id.clone(),
+                provider: message.provider.clone(),
+                state,
+                last_reply,
+            });
+        }
+        Ok(state)
+    }
+
+    /// A lease that expired after the final `.` was recorded: the server may have the
+    /// message. `unknown`, unless the provider says `retry_unknown_outcome: true`.
+    fn after_interruption(&self, provider: &str, pending: &[&str]) -> Outcome {
+        let first = provider.split(',').next().unwrap_or_default().trim();
+        let retry = self
+            .config
+            .providers
+            .iter()
+            .find(|p| p.id == first)
+            .is_some_and(|p| p.smtp.retry.retry_unknown_outcome);
+        let reply =
+            "the worker stopped after the final \".\" was sent: the server may have the message"
+                .to_owned();
+        Outcome {
+            recipients: pending
+                .iter()
+                .map(|a| {
+                    let outcome = if retry {
+                        RecipientOutcome::Deferred {
+                            reply: Some(reply.clone()),
+                        }
+                    } else {
+                        RecipientOutcome::Unknown {
+                            reply: Some(reply.clone()),
+                        }
+                    };
+                    ((*a).to_owned(), outcome)
+                })
+                .collect(),
+            last_reply: Some(reply),
+        }
+    }
+}
+
+fn tally(
+    summary: &mut WorkerSummary,
+    done: Result<Result<super::record::State, OutboxError>, tokio::task::JoinError>,
+) {
+    use super::record::State;
+    summary.delivered += 1;
+    match done {
+        Ok(Ok(State::Sent)) => summary.sent += 1,
+        Ok(Ok(State::Deferred | State::Queued)) => summary.deferred += 1,
+        Ok(Ok(_)) => summary.ended_otherwise += 1,
+        // The delivery could not be recorded (a lost lease, a database error): the lease
+        // expires and the message is taken again.
+        Ok(Err(e)) => tracing::warn!("outbox: a delivery could not be recorded: {e}"),
+        Err(e) => tracing::warn!("outbox: a delivery task failed: {e}"),
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned())
+}
+
+fn envelope(mail_from: &str, pending: &[&str]) -> Result<Envelope, String> {
+    let from = if mail_from.is_empty() {
+        ReversePath::Null
+    } else {
+        ReversePath::Mailbox(Address::new(mail_from).map_err(|e| e.to_string())?)
+    };
+    let to = pending
+        .iter()
+        .map(|a| Address::new(*a).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Envelope::new(from, to).map_err(|e| e.to_string())
+}
+
+fn deferred_all(pending: &[&str], why: String) -> Outcome {
+    Outcome {
+        recipients: pending
+            .iter()
+            .map(|a| {
+                (
+                    (*a).to_owned(),
+                    RecipientOutcome::Deferred {
+                        reply: Some(why.clone()),
+                    },
+                )
+            })
+            .collect(),
+        last_reply: Some(why),
+    }
+}
+
+fn failed_all(pending: &[&str], why: String) -> Outcome {
+    Outcome {
+        recipients: pending
+            .iter()
+            .map(|a| {
+                (
+                    (*a).to_owned(),
+                    RecipientOutcome::Failed { reply: why.clone() },
+                )
+            })
+            .collect(),
+        last_reply: Some(why),
+    }
+}
+
+/// A reply summary as one line: `550 5.1.1 no such user`.
+fn reply_text(status: &RecipientStatus) -> Option<String> {
+    status.reply.as_ref().map(|r| match &r.enhanced_code {
+        Some(e) => format!("{} {e} {}", r.code, r.text),
+        None => format!("{} {}", r.code, r.text),
+    })
+}
+
+/// What the Mailer's report says about each pending recipient. A refusal with a 5yz reply is
+/// final; a 4yz one, or no reply at all (the session failed before RCPT), is tried again
+/// later — unless the error is about the message itself (it will never be sendable).
+fn outcome_of(pending: &[&str], sent: Result<DeliveryReport, DeliveryError>) -> Outcome {
+    let (statuses, error, last_reply) = match &sent {
+        Ok(report) => (
+            &report.recipients,
+            None,
+            Some(format!(
+                "{} {}",
+                report.final_reply.code, report.final_reply.text
+            )),
+        ),
+        Err(e) => (&e.recipients, Some(&e.error), Some(e.error.to_string())),
+    };
+    let message_is_the_problem = error.is_some_and(|e| {
+        matches!(
+            e.kind(),
+            ErrorKind::InvalidInput | ErrorKind::MessageTooLarge | ErrorKind::Unsupported
+        ) || (e.kind() == ErrorKind::Rejected
+            && e.reply().is_some_and(|r| r.is_permanent())
+            && matches!(e.stage(), Stage::MailFrom | Stage::Data | Stage::DataEnd))
+    });
+    let recipients = pending
+        .iter()
+        .map(|address| {
+            let status = statuses.iter().find(|s| s.address == *address);
+            let outcome = match status {
+                Some(s) if s.accepted => RecipientOutcome::Sent {
+                    reply: reply_text(s).unwrap_or_default(),
+                },
+                Some(s) if s.outcome_unknown => RecipientOutcome::Unknown {
+                    reply: last_reply.clone(),
+                },
+                Some(s) if s.reply.as_ref().is_some_and(|r| r.code >= 500) => {
+                    RecipientOutcome::Failed {
+                        reply: reply_text(s).unwrap_or_default(),
+                    }
+                }
+                Some(s) if s.reply.is_some() && !message_is_the_problem => {
+                    RecipientOutcome::Deferred {
+                        reply: reply_text(s),
+                    }
+                }
+                _ if message_is_the_problem => RecipientOutcome::Failed {
+                    reply: last_reply.clone().unwrap_or_default(),
+                },
+                _ => RecipientOutcome::Deferred {
+                    reply: last_reply.clone(),
+                },
+            };
+            ((*address).to_owned(), outcome)
+        })
+        .collect();
+    Outcome {
+        recipients,
+        last_reply,
+    }
+}
