@@ -40,6 +40,11 @@ pub struct TokenCache {
     key: String,
 }
 
+/// The cache entry's key: the endpoint, the client and the mailbox.
+pub(crate) fn cache_key(settings: &super::OAuth2Settings, user: &str) -> String {
+    format!("{} {} {user}", settings.token_url, settings.client_id)
+}
+
 /// SHA-256 of a secret, hex: enough to recognise it again, not to recover it.
 fn digest(secret: &Secret) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes());
@@ -76,7 +81,7 @@ impl TokenCache {
     pub fn for_account(settings: &OAuth2Settings, user: &str) -> TokenCache {
         TokenCache::new(
             settings.token_cache.clone(),
-            super::token_source::cache_key(settings, user),
+            cache_key(settings, user),
         )
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::settings::{Grant, OAuth2Settings};
-use super::token_cache::TokenCache;
+use super::token_cache::{cache_key, TokenCache};
 use super::token_endpoint::{TokenEndpoint, TokenResponse};
 use crate::client::{SecretFuture, SecretSource};
 use crate::error::{Error, ErrorKind, Result, Stage};
@@ -306,10 +306,6 @@ impl Inner {
     }
 }
 
-/// The cache entry's key: the endpoint, the client and the mailbox.
-pub(crate) fn cache_key(settings: &OAuth2Settings, user: &str) -> String {
-    format!("{} {} {user}", settings.token_url, settings.client_id)
-}
 
 impl SecretSource for TokenSource {
     fn secret(&self) -> SecretFuture<'_> {
