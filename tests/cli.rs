@@ -344,6 +344,45 @@ async fn rejected_recipient_exits_69_with_the_reply() {
     assert!(log.messages.is_empty(), "no message was sent");
 }
 
+/// RFC 2920 §3.1: after a refused MAIL the pipelined RCPT gets `503 bad sequence`; that is
+/// no verdict on the recipient, who is reported with MAIL's reply.
+#[tokio::test]
+async fn a_refused_mail_is_the_answer_for_every_recipient_not_the_503s() {
+    let mut script = ehlo_ok(&["PIPELINING"]);
+    script.extend([
+        e("MAIL"),
+        e("RCPT"),
+        e("DATA"),
+        r("530 5.7.0 Authentication required"),
+        r("503 5.5.1 Error: need MAIL command"),
+        r("503 5.5.1 Error: need RCPT command"),
+    ]);
+    script.extend([e("RSET"), r("250 ok")]);
+    script.extend(quit_ok());
+    let server = MockServer::start(script).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(&dir, server.port(), NO_AUTH);
+    let send = [
+        "send",
+        "--config",
+        &cfg,
+        "--to",
+        "someone@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--json",
+    ];
+    let out = smtpkit(&send).await;
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
+    assert!(!text(&out).contains("503"), "{}", text(&out));
+    let json = one_json(&out);
+    assert_eq!(json["error"]["stage"], "mail_from", "{json}");
+    assert_eq!(json["recipients"][0]["reply"]["code"], 530, "{json}");
+    server.finish().await.assert_ok();
+}
+
 #[tokio::test]
 async fn temporary_rejection_exits_75() {
     let mut script = ehlo_ok(&[]);

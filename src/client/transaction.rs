@@ -594,6 +594,8 @@ impl Connection {
             }
         }
         let error = if !mail.is_positive() {
+            // RFC 2920 §3.1: pipelined RCPTs after a refused MAIL get `503 bad sequence`,
+            // which says nothing about the recipients: MAIL's reply is the answer for all.
             Error::rejected(Stage::MailFrom, mail)
         } else if !any_accepted {
             let first = recipients
@@ -616,7 +618,11 @@ impl Connection {
                 None => Error::new(ErrorKind::Protocol, Stage::Data, "no reply to DATA"),
             }
         };
-        let error = error.with_recipients(recipients);
+        let error = if error.stage() == Stage::MailFrom {
+            error
+        } else {
+            error.with_recipients(recipients)
+        };
         // RFC 5321 §4.1.1.5: reset so the next transaction starts clean.
         if !self.wire().is_poisoned() {
             if let Err(rset) = self.simple(Command::Rset, Stage::Rset).await {

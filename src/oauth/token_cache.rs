@@ -79,10 +79,7 @@ impl TokenCache {
     /// # Ok::<(), String>(())
     /// ```
     pub fn for_account(settings: &OAuth2Settings, user: &str) -> TokenCache {
-        TokenCache::new(
-            settings.token_cache.clone(),
-            cache_key(settings, user),
-        )
+        TokenCache::new(settings.token_cache.clone(), cache_key(settings, user))
     }
 
     /// The file.

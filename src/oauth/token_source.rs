@@ -306,7 +306,6 @@ impl Inner {
     }
 }
 
-
 impl SecretSource for TokenSource {
     fn secret(&self) -> SecretFuture<'_> {
         Box::pin(self.access_token())
