@@ -68,19 +68,7 @@ fn messages(n: usize, seed: u64) -> Vec<NewMessage> {
                 .text(format!("body of message {i}"))
                 .build(&from)
                 .expect("build");
-            NewMessage {
-                provider: "email".into(),
-                mail_from: "sender@example.com".into(),
-                recipients: built
-                    .envelope
-                    .to()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                message_id: built.message_id.clone(),
-                bytes: built.bytes,
-                idempotency_key: None,
-            }
+            NewMessage::from_built("email", &built, None)
         })
         .collect()
 }

@@ -42,28 +42,13 @@ pub async fn open(config: &Config, url: Option<&str>) -> Result<Outbox, Failure>
 }
 
 /// A built message as an outbox entry for `providers` (the first, then the rest in order,
-/// each with its fallbacks: joined with commas).
+/// each with its fallbacks).
 pub fn new_message(
     providers: &[&str],
     built: &BuiltMessage,
     idempotency_key: Option<String>,
 ) -> NewMessage {
-    NewMessage {
-        provider: providers.join(","),
-        mail_from: match built.envelope.from() {
-            smtpkit::proto::ReversePath::Mailbox(a) => a.to_string(),
-            smtpkit::proto::ReversePath::Null => String::new(),
-        },
-        recipients: built
-            .envelope
-            .to()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        message_id: built.message_id.clone(),
-        bytes: built.bytes.clone(),
-        idempotency_key,
-    }
+    NewMessage::from_built(providers.join(","), built, idempotency_key)
 }
 
 /// One queued entry as a line and as JSON.

@@ -196,6 +196,47 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
 }
 
+impl NewMessage {
+    /// A built message (a [`Notification`](crate::message::Notification) built for its
+    /// provider's `from`) to be sent through `provider`: several providers, tried in order
+    /// with their fallbacks, are joined with commas (`email,email-backup`).
+    ///
+    /// ```
+    /// use smtpkit::message::Notification;
+    /// use smtpkit::outbox::NewMessage;
+    /// let built = Notification::new("Approve")
+    ///     .to("approver@example.com".parse()?)
+    ///     .text("A new access request requires your approval.")
+    ///     .build(&"noreply@example.com".parse()?)?;
+    /// let queued = NewMessage::from_built("email", &built, Some("request-4711".into()));
+    /// assert_eq!(queued.recipients, ["approver@example.com"]);
+    /// assert_eq!(queued.mail_from, "noreply@example.com");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_built(
+        provider: impl Into<String>,
+        built: &crate::message::BuiltMessage,
+        idempotency_key: Option<String>,
+    ) -> NewMessage {
+        NewMessage {
+            provider: provider.into(),
+            mail_from: match built.envelope.from() {
+                crate::proto::ReversePath::Mailbox(a) => a.to_string(),
+                crate::proto::ReversePath::Null => String::new(),
+            },
+            recipients: built
+                .envelope
+                .to()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            message_id: built.message_id.clone(),
+            bytes: built.bytes.clone(),
+            idempotency_key,
+        }
+    }
+}
+
 /// What [`Outbox::enqueue`](super::Outbox::enqueue) stored (or found).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
