@@ -5,13 +5,14 @@
 //! then takes every request already waiting (up to [`MAX_BATCH`]) and commits them together;
 //! requests that arrive during that commit make up the next batch. So a lone call costs one
 //! commit and no added delay, and under load a commit carries as many calls as arrived while the
-//! previous one was syncing. Each caller is answered only after its batch is committed.
+//! previous one was syncing. Each caller is answered only after its batch is committed. A batch
+//! of records alone waits up to [`RECORD_LINGER`] for a mark to commit with.
 //!
 //! The task ends when the last [`Outbox`](super::Outbox) clone is dropped (the channel closes),
 //! after answering what it already took.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +21,16 @@ use super::store::{HotDone, HotOp, Store};
 
 /// The most operations in one transaction.
 pub(crate) const MAX_BATCH: usize = 128;
+
+/// How long a batch of records alone waits for a final-dot mark before it is committed.
+///
+/// Every hot commit syncs, and a mark is on its delivery's critical path (the `.` waits for
+/// it) while a record is not (the worker's slot is free again once the reply is read). A
+/// record committed alone would hold the database through a sync that a mark arriving just
+/// then has to wait out before its own; riding along with the next mark it costs no sync of
+/// its own, and it is still answered only once it is durable. When no mark comes (the last
+/// records of a run, deferrals during an outage) the records go alone after this long.
+const RECORD_LINGER: Duration = Duration::from_millis(2);
 
 /// One request: the operation and where to answer.
 pub(crate) struct Request {
@@ -44,6 +55,29 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Request>) {
             match rx.try_recv() {
                 Ok(request) => batch.push(request),
                 Err(_) => break,
+            }
+        }
+        // Records only: wait a moment for a final-dot mark to share its commit (see
+        // RECORD_LINGER). A mark never waits.
+        if !batch.iter().any(|r| matches!(r.op, HotOp::FinalDot(_))) {
+            let deadline = tokio::time::Instant::now() + RECORD_LINGER;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(request)) => {
+                        let mark = matches!(request.op, HotOp::FinalDot(_));
+                        batch.push(request);
+                        if mark {
+                            while batch.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(request) => batch.push(request),
+                                    Err(_) => break,
+                                }
+                            }
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         let (ops, replies): (Vec<HotOp>, Vec<_>) = batch.drain(..).map(|r| (r.op, r.reply)).unzip();

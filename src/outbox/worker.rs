@@ -3,12 +3,13 @@
 //! the retrying) and records what happened to every recipient.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::error::OutboxError;
 use super::record::{Claimed, OutboxId, Outcome, RecipientOutcome, RecipientState};
@@ -18,6 +19,12 @@ use crate::delivery::{DeliveryError, DeliveryReport, RecipientStatus};
 use crate::error::{Error, ErrorKind, Stage};
 use crate::proto::{Address, ReversePath};
 use crate::provider::{Config, Mailer, RouteTable};
+
+/// Messages claimed ahead, per delivery slot: a claim then serves several deliveries, and a
+/// slot that frees up starts the next message without waiting for the database. Their leases
+/// run from the claim, so the buffer stays small (and a message that waited more than half its
+/// lease in it is given back instead of being started).
+const PREFETCH: usize = 2;
 
 /// What a worker recorded for one message, handed to [`WorkerOptions::on_record`].
 #[derive(Debug, Clone)]
@@ -172,75 +179,117 @@ impl Worker {
         shutdown: impl Future<Output = ()>,
     ) -> Result<WorkerSummary, OutboxError> {
         tokio::pin!(shutdown);
-        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let concurrency = self.options.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
         let finished = Arc::new(Notify::new());
         let mut tasks: JoinSet<Result<super::record::State, OutboxError>> = JoinSet::new();
         let mut summary = WorkerSummary::default();
         let mut claimed_total = 0u64;
+        // Claimed ahead of the free slots, with when they were claimed (see PREFETCH).
+        let mut ready: VecDeque<(Instant, Claimed)> = VecDeque::new();
         let mut stopping = false;
+        // The claim under way, if any (one at a time).
+        let mut claiming: Option<JoinHandle<Result<Vec<Claimed>, OutboxError>>> = None;
+        // The last claim found nothing due: wait for a delivery to end or the next due time.
+        let mut idle = false;
         loop {
             // Collect what finished.
             while let Some(done) = tasks.try_join_next() {
                 tally(&mut summary, done);
             }
-            let budget = self
-                .options
-                .max_messages
-                .map_or(usize::MAX, |m| m.saturating_sub(claimed_total) as usize);
-            if budget == 0 {
-                stopping = true;
-            }
             if stopping {
                 break;
             }
-            let free = permits.available_permits().min(budget);
-            let claimed = if free > 0 {
-                self.outbox.claim(&self.id, free).await?
-            } else {
-                Vec::new()
-            };
-            let got = claimed.len();
-            for c in claimed {
-                claimed_total += 1;
-                let permit =
-                    permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| OutboxError::Io {
-                            reason: "the worker's task limit was closed".into(),
-                        })?;
+            // Start what was claimed, as far as the free slots allow.
+            while !ready.is_empty() {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some((claimed_at, c)) = ready.pop_front() else {
+                    break;
+                };
+                // Waited too long in the buffer (slow deliveries): give it back rather than
+                // start it late in its lease; it is claimed again with a fresh one.
+                if claimed_at.elapsed() > self.outbox.settings().lease / 2 {
+                    self.give_back(c.message.id).await;
+                    continue;
+                }
                 let worker = self.clone();
                 let finished = finished.clone();
                 tasks.spawn(async move {
-                    let result = worker.deliver(c).await;
+                    let (claimed, outcome) = worker.attempt(c).await;
+                    // The session is back in the pool: the slot is free for the next message
+                    // while this one's outcome is recorded (group-committed).
                     drop(permit);
+                    finished.notify_one();
+                    let result = worker.record(claimed, outcome).await;
                     finished.notify_one();
                     result
                 });
             }
-            if got > 0 && got == free {
-                continue; // more may be due right now
+            let budget = self
+                .options
+                .max_messages
+                .map_or(u64::MAX, |m| m.saturating_sub(claimed_total));
+            // Claim when the buffer runs low (up to the free slots plus PREFETCH per slot), in a
+            // task of its own: deliveries keep starting from the buffer meanwhile.
+            let low = ready.len() < concurrency.div_ceil(2);
+            if claiming.is_none() && low && budget > 0 && !idle {
+                let want = (permits.available_permits() + concurrency * PREFETCH)
+                    .saturating_sub(ready.len())
+                    .min(usize::try_from(budget).unwrap_or(usize::MAX));
+                let (outbox, id) = (self.outbox.clone(), self.id.clone());
+                claiming = Some(tokio::spawn(async move { outbox.claim(&id, want).await }));
             }
-            if self.options.until_empty && got == 0 && tasks.is_empty() {
-                let due = self.outbox.next_due().await?;
-                if due.is_none_or(|t| t > SystemTime::now()) {
-                    break;
+            if claiming.is_none() {
+                if budget == 0 && ready.is_empty() {
+                    break; // the deliveries in flight are awaited below
                 }
-                continue;
+                if self.options.until_empty && idle && ready.is_empty() && tasks.is_empty() {
+                    let due = self.outbox.next_due().await?;
+                    if due.is_none_or(|t| t > SystemTime::now()) {
+                        break;
+                    }
+                    idle = false;
+                    continue;
+                }
             }
-            let wait = match self.outbox.next_due().await? {
-                Some(t) => t
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-                    .min(self.options.poll),
-                None => self.options.poll,
+            let wait = if idle && claiming.is_none() && ready.is_empty() && budget > 0 {
+                match self.outbox.next_due().await? {
+                    Some(t) => t
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                        .min(self.options.poll),
+                    None => self.options.poll,
+                }
+            } else {
+                // A finished delivery or claim (or shutdown) is what changes anything.
+                self.options.poll
             };
             tokio::select! {
                 () = &mut shutdown => stopping = true,
-                () = finished.notified() => {}
-                () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+                done = claim_done(&mut claiming) => {
+                    claiming = None;
+                    let claimed = done?;
+                    idle = claimed.is_empty();
+                    claimed_total += claimed.len() as u64;
+                    let now = Instant::now();
+                    ready.extend(claimed.into_iter().map(|c| (now, c)));
+                }
+                () = finished.notified() => idle = false,
+                () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => idle = false,
             }
+        }
+        // A claim still under way: what it took goes back with the rest.
+        if claiming.is_some() {
+            if let Ok(claimed) = claim_done(&mut claiming).await {
+                let now = Instant::now();
+                ready.extend(claimed.into_iter().map(|c| (now, c)));
+            }
+        }
+        // Claimed but not started: back to the queue, due now, the attempt not counted.
+        for (_, c) in ready.drain(..) {
+            self.give_back(c.message.id).await;
         }
         while let Some(done) = tasks.join_next().await {
             tally(&mut summary, done);
@@ -256,6 +305,14 @@ impl Worker {
             m.close().await;
         }
         Ok(summary)
+    }
+
+    /// Releases a claimed message that was not started; if that fails its lease ends by itself
+    /// (and the message, never sent under it, is taken again then).
+    async fn give_back(&self, id: OutboxId) {
+        if let Err(e) = self.outbox.release(id, &self.id).await {
+            tracing::warn!("outbox: could not give message {id} back to the queue: {e}");
+        }
     }
 
     fn mailer(&self, provider: &str) -> Result<Mailer, String> {
@@ -275,8 +332,9 @@ impl Worker {
             .clone()
     }
 
-    /// One claimed message: sent to its pending recipients, the outcome recorded.
-    async fn deliver(&self, claimed: Claimed) -> Result<super::record::State, OutboxError> {
+    /// One claimed message sent to its pending recipients (or not, after an interruption):
+    /// what happened, to be recorded.
+    async fn attempt(&self, claimed: Claimed) -> (Claimed, Outcome) {
         let message = &claimed.message;
         let pending: Vec<&str> = message
             .recipients
@@ -306,6 +364,16 @@ impl Worker {
                 },
             }
         };
+        (claimed, outcome)
+    }
+
+    /// Records the outcome of an attempt and tells the hook.
+    async fn record(
+        &self,
+        claimed: Claimed,
+        outcome: Outcome,
+    ) -> Result<super::record::State, OutboxError> {
+        let message = &claimed.message;
         let last_reply = outcome.last_reply.clone();
         let state = self.outbox.record(message.id, &self.id, outcome).await?;
         if let Some(hook) = &self.options.on_record {
@@ -351,6 +419,18 @@ impl Worker {
                 .collect(),
             last_reply: Some(reply),
         }
+    }
+}
+
+/// The result of the claim under way (pending forever when there is none).
+async fn claim_done(
+    claiming: &mut Option<JoinHandle<Result<Vec<Claimed>, OutboxError>>>,
+) -> Result<Vec<Claimed>, OutboxError> {
+    match claiming.as_mut() {
+        Some(handle) => handle.await.map_err(|e| OutboxError::Io {
+            reason: format!("the worker's claim task failed: {e}"),
+        })?,
+        None => std::future::pending().await,
     }
 }
 

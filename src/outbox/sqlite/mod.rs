@@ -10,19 +10,21 @@ mod migrations;
 mod open;
 mod rows;
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
 use self::errors::db_error;
-use self::rows::{attach_recipients, message, recipients, MESSAGE_COLUMNS};
+use self::rows::{attach_recipients, message, recipient, recipients, MESSAGE_COLUMNS};
 use super::error::OutboxError;
 use super::record::{
     from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, NewMessage, OutboxId, Outcome,
-    QueuedMessage, RecipientState, State, Stats,
+    QueuedMessage, RecipientRecord, RecipientState, State, Stats,
 };
 use super::rules;
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store, StoreFuture};
@@ -33,8 +35,38 @@ pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     settings: OutboxSettings,
+    /// The `synchronous` mode last set on the writer connection (a [`Sync`]), or
+    /// [`SYNC_UNKNOWN`]; see [`SqliteStore::writer`].
+    writer_sync: AtomicU8,
     commits: AtomicU64,
     ops: AtomicU64,
+}
+
+/// Whether a write transaction's commit waits for the disk (`PRAGMA synchronous`, WAL mode).
+///
+/// * `Full`: the WAL is synced at the commit; once it returns the transaction survives power
+///   loss. Enqueue, the final-dot marks and the records, and the queue commands.
+/// * `Normal`: no sync at the commit. The transaction survives the process dying (SIGKILL:
+///   the WAL is in the operating system's cache), but power loss or an OS crash may undo it.
+///   It never undoes it alone, though: the WAL is a log read back in order, each frame's
+///   checksum chained to the one before, so what power loss leaves is always a prefix of the
+///   commits, and any later `Full` commit (by this process or another sharing the file) makes
+///   every earlier one durable with it. Used only where losing the transaction is harmless:
+///   see [`SqliteStore::claim_inner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Sync {
+    Full = 1,
+    Normal = 2,
+}
+
+/// [`SqliteStore::writer_sync`] when the writer connection's mode is not known.
+const SYNC_UNKNOWN: u8 = 0;
+
+/// `BEGIN IMMEDIATE` on `conn`: the write lock is taken first (waited for under the busy
+/// timeout) instead of failing half-way.
+async fn begin(conn: &mut SqliteConnection) -> Result<Transaction<'_, Sqlite>, OutboxError> {
+    conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -54,16 +86,35 @@ impl SqliteStore {
             writer: pools.writer,
             reader: pools.reader,
             settings,
+            writer_sync: AtomicU8::new(SYNC_UNKNOWN),
             commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
         })
     }
 
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, OutboxError> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
+    /// The writer connection, set to sync (or not) at the commits of its next transaction.
+    ///
+    /// Every write transaction asks for the mode it needs before it begins, so a mode never
+    /// outlives the transaction it was chosen for. The mode last set is remembered to spare a
+    /// statement when it does not change: it reads "unknown" while the `PRAGMA` runs (a future
+    /// dropped then leaves it unknown, so it is set again next time), and a connection the pool
+    /// opens afresh starts at `FULL`, the connect options' mode, so a stale memory can only make
+    /// a transaction meant to skip the sync sync after all, never the other way round.
+    async fn writer(&self, sync: Sync) -> Result<PoolConnection<Sqlite>, OutboxError> {
+        let mut conn = self.writer.acquire().await.map_err(db_error)?;
+        let wanted = sync as u8;
+        if self.writer_sync.load(Ordering::Acquire) != wanted {
+            self.writer_sync.store(SYNC_UNKNOWN, Ordering::Release);
+            sqlx::query(match sync {
+                Sync::Full => "PRAGMA synchronous = FULL",
+                Sync::Normal => "PRAGMA synchronous = NORMAL",
+            })
+            .execute(&mut *conn)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+            self.writer_sync.store(wanted, Ordering::Release);
+        }
+        Ok(conn)
     }
 
     async fn enqueue_inner(
@@ -72,7 +123,8 @@ impl SqliteStore {
         now: SystemTime,
     ) -> Result<Vec<Enqueued>, OutboxError> {
         let now = unix_ms(now);
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Full).await?;
+        let mut tx = begin(&mut conn).await?;
         let mut out = Vec::with_capacity(messages.len());
         // (message, position, address), inserted many rows per statement.
         let mut recipients_due: Vec<(i64, i64, String)> = Vec::new();
@@ -176,7 +228,8 @@ impl SqliteStore {
 
     async fn retry_inner(&self, id: OutboxId, now: SystemTime) -> Result<(), OutboxError> {
         let now = unix_ms(now);
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Full).await?;
+        let mut tx = begin(&mut conn).await?;
         let state = state_of(&mut tx, id)
             .await?
             .ok_or(OutboxError::NotFound(id))?;
@@ -218,7 +271,8 @@ impl SqliteStore {
 
     async fn retry_all_inner(&self, now: SystemTime) -> Result<u64, OutboxError> {
         let now = unix_ms(now);
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Full).await?;
+        let mut tx = begin(&mut conn).await?;
         let done = sqlx::query(
             "UPDATE messages SET state = 'queued', next_attempt_at = ?1, due_at = ?1, \
              updated_at = ?1 WHERE state = 'deferred'",
@@ -232,7 +286,8 @@ impl SqliteStore {
     }
 
     async fn delete_inner(&self, id: OutboxId, now: SystemTime) -> Result<(), OutboxError> {
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Full).await?;
+        let mut tx = begin(&mut conn).await?;
         let row = sqlx::query("SELECT state, lease_until FROM messages WHERE id = ?")
             .bind(id.0)
             .fetch_optional(&mut *tx)
@@ -285,11 +340,29 @@ impl SqliteStore {
         Ok(stats)
     }
 
+    /// Leases due messages in one transaction committed without a sync of its own
+    /// ([`Sync::Normal`]). Why losing it to power loss is harmless:
+    ///
+    /// * Nothing of the message can have reached a server under this lease unless its final-dot
+    ///   mark is durable: the worker writes the final `.` only after `mark_final_dot` returned,
+    ///   and that commit is [`Sync::Full`]. Being later in the WAL, it makes this claim durable
+    ///   too. So if the claim is lost, no `.` was written under it.
+    /// * Undone, the message is as it was before: `queued` or `deferred` (taken and sent again,
+    ///   which is right: nothing reached the server), or `sending` under the dead worker's
+    ///   expired lease with its `final_dot` as it was (taken again, and `unknown` again if it
+    ///   was marked). An expiry decided here is decided again at the next claim. At most the
+    ///   attempt counter misses one.
+    /// * A worker dying without power loss (SIGKILL) loses nothing: the commit is in the WAL
+    ///   before this returns.
+    ///
+    /// This takes one sync per claimed batch off the hot path; the worker claims a few messages
+    /// ahead of its free slots, so it claims far less often than once per message.
     async fn claim_inner(&self, request: ClaimRequest) -> Result<Vec<Claimed>, OutboxError> {
         let now_time = request.now;
         let now = unix_ms(now_time);
         let lease_until = now.saturating_add(ms(self.settings.lease));
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Normal).await?;
+        let mut tx = begin(&mut conn).await?;
         // (id, interrupted after the final dot), in the order taken.
         let mut taken: Vec<(i64, bool)> = Vec::new();
         while taken.len() < request.max {
@@ -306,7 +379,8 @@ impl SqliteStore {
             if due.is_empty() {
                 break;
             }
-            let mut expired_any = false;
+            let mut expired: Vec<i64> = Vec::new();
+            let mut leased: Vec<i64> = Vec::new();
             for row in &due {
                 let id: i64 = row.get("id");
                 let state: String = row.get("state");
@@ -316,54 +390,76 @@ impl SqliteStore {
                 if state == State::Deferred.as_str()
                     && rules::past_max_age(created_at, now_time, self.settings.max_age)
                 {
-                    sqlx::query(
-                        "UPDATE messages SET state = 'expired', next_attempt_at = NULL, \
-                         due_at = NULL, updated_at = ? WHERE id = ?",
-                    )
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                    expired_any = true;
+                    expired.push(id);
                     continue;
                 }
                 let interrupted =
                     state == State::Sending.as_str() && row.get::<i64, _>("final_dot") != 0;
-                sqlx::query(
-                    "UPDATE messages SET state = 'sending', lease_owner = ?1, lease_until = ?2, \
-                     due_at = ?2, next_attempt_at = NULL, attempts = attempts + 1, \
-                     final_dot = 0, updated_at = ?3 WHERE id = ?4",
-                )
-                .bind(&request.worker)
-                .bind(lease_until)
+                leased.push(id);
+                taken.push((id, interrupted));
+            }
+            // Ids are integers: written into the statements (at most `max` of them).
+            if !expired.is_empty() {
+                sqlx::query(&format!(
+                    "UPDATE messages SET state = 'expired', next_attempt_at = NULL, \
+                     due_at = NULL, updated_at = ? WHERE id IN ({})",
+                    id_list(&expired)
+                ))
                 .bind(now)
-                .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                taken.push((id, interrupted));
             }
-            if !expired_any {
+            if !leased.is_empty() {
+                sqlx::query(&format!(
+                    "UPDATE messages SET state = 'sending', lease_owner = ?1, lease_until = ?2, \
+                     due_at = ?2, next_attempt_at = NULL, attempts = attempts + 1, \
+                     final_dot = 0, updated_at = ?3 WHERE id IN ({})",
+                    id_list(&leased)
+                ))
+                .bind(&request.worker)
+                .bind(lease_until)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            }
+            if expired.is_empty() {
                 break;
             }
         }
         let mut claimed = Vec::with_capacity(taken.len());
-        for (id, interrupted) in taken {
-            let row = sqlx::query(&format!(
-                "SELECT {MESSAGE_COLUMNS}, body FROM messages WHERE id = ?"
+        if !taken.is_empty() {
+            let ids: Vec<i64> = taken.iter().map(|(id, _)| *id).collect();
+            let rows = sqlx::query(&format!(
+                "SELECT {MESSAGE_COLUMNS}, body FROM messages WHERE id IN ({})",
+                id_list(&ids)
             ))
-            .bind(id)
-            .fetch_one(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-            let mut m = message(&row)?;
-            m.recipients = recipients(&mut tx, m.id).await?;
-            claimed.push(Claimed {
-                message: m,
-                bytes: row.get("body"),
-                interrupted_after_final_dot: interrupted,
-            });
+            let mut bodies: HashMap<i64, Vec<u8>> = HashMap::with_capacity(rows.len());
+            let mut messages = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let m = message(row)?;
+                bodies.insert(m.id.0, row.get("body"));
+                messages.push(m);
+            }
+            attach_recipients(&mut tx, &mut messages).await?;
+            let mut by_id: HashMap<i64, QueuedMessage> =
+                messages.into_iter().map(|m| (m.id.0, m)).collect();
+            for (id, interrupted) in taken {
+                let vanished = || OutboxError::Corrupt {
+                    reason: format!("message {id} vanished while it was being claimed"),
+                };
+                let message = by_id.remove(&id).ok_or_else(vanished)?;
+                let bytes = bodies.remove(&id).ok_or_else(vanished)?;
+                claimed.push(Claimed {
+                    message,
+                    bytes,
+                    interrupted_after_final_dot: interrupted,
+                });
+            }
         }
         tx.commit().await.map_err(db_error)?;
         Ok(claimed)
@@ -374,16 +470,42 @@ impl SqliteStore {
         ops: Vec<HotOp>,
         now: SystemTime,
     ) -> Result<Vec<Result<HotDone, OutboxError>>, OutboxError> {
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Full).await?;
+        let mut tx = begin(&mut conn).await?;
+        let mut seen = HashSet::with_capacity(ops.len());
+        let distinct = ops.iter().all(|op| {
+            seen.insert(match op {
+                HotOp::FinalDot(id) | HotOp::Record { id, .. } => *id,
+            })
+        });
+        let results = if distinct {
+            self.apply_together(&mut tx, &ops, now).await?
+        } else {
+            self.apply_in_order(&mut tx, &ops, now).await?
+        };
+        tx.commit().await.map_err(db_error)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.ops
+            .fetch_add(u64::try_from(ops.len()).unwrap_or(0), Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// The operations one after the other (two of them touch the same message).
+    async fn apply_in_order(
+        &self,
+        conn: &mut SqliteConnection,
+        ops: &[HotOp],
+        now: SystemTime,
+    ) -> Result<Vec<Result<HotDone, OutboxError>>, OutboxError> {
         let mut results = Vec::with_capacity(ops.len());
-        for op in &ops {
+        for op in ops {
             let result = match op {
-                HotOp::FinalDot(id) => mark_final_dot(&mut tx, *id, now).await,
+                HotOp::FinalDot(id) => mark_final_dot(&mut *conn, *id, now).await,
                 HotOp::Record {
                     id,
                     worker,
                     outcome,
-                } => self.record(&mut tx, *id, worker, outcome, now).await,
+                } => self.record(&mut *conn, *id, worker, outcome, now).await,
             };
             match result {
                 Ok(done) => results.push(Ok(done)),
@@ -396,11 +518,175 @@ impl SqliteStore {
                 Err(e) => return Err(e),
             }
         }
-        tx.commit().await.map_err(db_error)?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.ops
-            .fetch_add(u64::try_from(ops.len()).unwrap_or(0), Ordering::Relaxed);
         Ok(results)
+    }
+
+    /// The operations on distinct messages, with the same effect as one after the other but in
+    /// a handful of statements whatever their number: one UPDATE for the marks; for the
+    /// records one read of the messages and one of their recipients, then one UPDATE of the
+    /// recipients that changed and one of the messages. (Each statement is a round trip to
+    /// the database thread; per operation they were most of a commit's time beside the sync.)
+    async fn apply_together(
+        &self,
+        conn: &mut SqliteConnection,
+        ops: &[HotOp],
+        now_time: SystemTime,
+    ) -> Result<Vec<Result<HotDone, OutboxError>>, OutboxError> {
+        let now = unix_ms(now_time);
+        let mut results: Vec<Option<Result<HotDone, OutboxError>>> = vec![None; ops.len()];
+        let marks: Vec<i64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                HotOp::FinalDot(id) => Some(id.0),
+                HotOp::Record { .. } => None,
+            })
+            .collect();
+        if !marks.is_empty() {
+            // Ids are integers: written into the statement (at most MAX_BATCH of them).
+            let marked: HashSet<i64> = sqlx::query_scalar(&format!(
+                "UPDATE messages SET final_dot = 1, updated_at = ? \
+                 WHERE id IN ({}) AND state = 'sending' RETURNING id",
+                id_list(&marks)
+            ))
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .collect();
+            for (op, result) in ops.iter().zip(results.iter_mut()) {
+                if let HotOp::FinalDot(id) = op {
+                    *result = Some(if marked.contains(&id.0) {
+                        Ok(HotDone::Marked)
+                    } else {
+                        match state_of(&mut *conn, *id).await? {
+                            None => Err(OutboxError::NotFound(*id)),
+                            Some(_) => Err(OutboxError::LeaseLost(*id)),
+                        }
+                    });
+                }
+            }
+        }
+        let ids: Vec<i64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                HotOp::Record { id, .. } => Some(id.0),
+                HotOp::FinalDot(_) => None,
+            })
+            .collect();
+        if !ids.is_empty() {
+            let mut heads: HashMap<i64, SqliteRow> = sqlx::query(&format!(
+                "SELECT id, state, lease_owner, attempts, created_at FROM messages \
+                 WHERE id IN ({})",
+                id_list(&ids)
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| (row.get::<i64, _>("id"), row))
+            .collect();
+            // Per message: (position, recipient), in order.
+            let mut rcpts: HashMap<i64, Vec<(i64, RecipientRecord)>> = HashMap::new();
+            for row in sqlx::query(&format!(
+                "SELECT message, position, address, state, reply FROM recipients \
+                 WHERE message IN ({}) ORDER BY message, position",
+                id_list(&ids)
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .iter()
+            {
+                rcpts
+                    .entry(row.get("message"))
+                    .or_default()
+                    .push((row.get("position"), recipient(row)?));
+            }
+            // (message, position, state, reply) and (message, state, next attempt, last reply).
+            let mut recipient_rows: Vec<(i64, i64, &'static str, Option<String>)> = Vec::new();
+            let mut message_rows: Vec<(i64, &'static str, Option<i64>, Option<String>)> =
+                Vec::new();
+            for (op, result) in ops.iter().zip(results.iter_mut()) {
+                let HotOp::Record {
+                    id,
+                    worker,
+                    outcome,
+                } = op
+                else {
+                    continue;
+                };
+                let Some(head) = heads.remove(&id.0) else {
+                    *result = Some(Err(OutboxError::NotFound(*id)));
+                    continue;
+                };
+                let state: String = head.get("state");
+                let owner: Option<String> = head.get("lease_owner");
+                if state != State::Sending.as_str() || owner.as_deref() != Some(worker.as_str()) {
+                    *result = Some(Err(OutboxError::LeaseLost(*id)));
+                    continue;
+                }
+                let attempts = u32::try_from(head.get::<i64, _>("attempts")).unwrap_or(u32::MAX);
+                let created_at = from_unix_ms(head.get("created_at"));
+                let (positions, mut list): (Vec<i64>, Vec<RecipientRecord>) =
+                    rcpts.remove(&id.0).unwrap_or_default().into_iter().unzip();
+                let changed = rules::apply_outcome(&mut list, outcome);
+                let (state, next) =
+                    rules::settle(&list, attempts, created_at, now_time, &self.settings);
+                for i in changed {
+                    let r = &list[i];
+                    recipient_rows.push((id.0, positions[i], r.state.as_str(), r.reply.clone()));
+                }
+                message_rows.push((
+                    id.0,
+                    state.as_str(),
+                    next.map(unix_ms),
+                    outcome.last_reply.clone(),
+                ));
+                *result = Some(Ok(HotDone::Recorded(state)));
+            }
+            // Four parameters a row: far below SQLite's limit per statement.
+            for chunk in recipient_rows.chunks(ROWS_PER_UPDATE) {
+                let mut update: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                    "UPDATE recipients SET state = v.column3, reply = v.column4 FROM (",
+                );
+                update.push_values(chunk, |mut row, (message, position, state, reply)| {
+                    row.push_bind(*message)
+                        .push_bind(*position)
+                        .push_bind(*state)
+                        .push_bind(reply.as_deref());
+                });
+                update.push(
+                    ") AS v WHERE recipients.message = v.column1 \
+                     AND recipients.position = v.column2",
+                );
+                update.build().execute(&mut *conn).await.map_err(db_error)?;
+            }
+            for chunk in message_rows.chunks(ROWS_PER_UPDATE) {
+                let mut update: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                    "UPDATE messages SET state = v.column2, next_attempt_at = v.column3, \
+                     due_at = v.column3, lease_owner = NULL, lease_until = NULL, final_dot = 0, \
+                     last_reply = COALESCE(v.column4, messages.last_reply), updated_at = ",
+                );
+                update.push_bind(now).push(" FROM (");
+                update.push_values(chunk, |mut row, (id, state, next, last_reply)| {
+                    row.push_bind(*id)
+                        .push_bind(*state)
+                        .push_bind(*next)
+                        .push_bind(last_reply.as_deref());
+                });
+                update.push(") AS v WHERE messages.id = v.column1");
+                update.build().execute(&mut *conn).await.map_err(db_error)?;
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.ok_or_else(|| OutboxError::Io {
+                    reason: "an outbox operation was left without a result".into(),
+                })
+            })
+            .collect()
     }
 
     async fn record(
@@ -468,7 +754,8 @@ impl SqliteStore {
         now: SystemTime,
     ) -> Result<(), OutboxError> {
         let now = unix_ms(now);
-        let mut tx = self.write_tx().await?;
+        let mut conn = self.writer(Sync::Full).await?;
+        let mut tx = begin(&mut conn).await?;
         let done = sqlx::query(
             "UPDATE messages SET state = 'queued', next_attempt_at = ?1, due_at = ?1, \
              lease_owner = NULL, lease_until = NULL, final_dot = 0, \
@@ -500,6 +787,21 @@ impl SqliteStore {
         Ok(due.map(from_unix_ms))
     }
 }
+
+/// `1,2,3`: integer ids for an `IN (…)` list.
+fn id_list(ids: &[i64]) -> String {
+    let mut out = String::with_capacity(ids.len() * 8);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out
+}
+
+/// Rows per `UPDATE … FROM (VALUES …)` of the hot path (four parameters each).
+const ROWS_PER_UPDATE: usize = 500;
 
 /// Recipient rows per INSERT statement (three parameters each, far below SQLite's limit).
 const RECIPIENT_ROWS_PER_INSERT: usize = 300;

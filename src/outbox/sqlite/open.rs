@@ -66,15 +66,19 @@ pub(super) async fn open(
     let result = prepare(&mut conn, url, busy_timeout).await;
     let _ = conn.close().await;
     result?;
+    // No ping before each use (sqlx's default): the database is a file in this process, and
+    // the ping is one more round trip to the connection's thread on every transaction.
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(busy_timeout.max(Duration::from_secs(30)))
         .connect_with(options.clone())
         .await
         .map_err(|e| open_error(url, e))?;
     let reader = SqlitePoolOptions::new()
         .max_connections(READERS)
+        .test_before_acquire(false)
         .min_connections(0)
         .acquire_timeout(busy_timeout.max(Duration::from_secs(30)))
         .connect_lazy_with(options);

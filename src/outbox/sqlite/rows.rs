@@ -91,7 +91,7 @@ pub(super) async fn recipients(
         .collect()
 }
 
-fn recipient(row: &SqliteRow) -> Result<RecipientRecord, OutboxError> {
+pub(super) fn recipient(row: &SqliteRow) -> Result<RecipientRecord, OutboxError> {
     let state: String = row.try_get("state").map_err(db_error)?;
     Ok(RecipientRecord {
         address: row.try_get("address").map_err(db_error)?,
