@@ -350,7 +350,9 @@ impl SqliteStore {
     /// * Undone, the message is as it was before: `queued` or `deferred` (taken and sent again,
     ///   which is right: nothing reached the server), or `sending` under the dead worker's
     ///   expired lease with its `final_dot` as it was (taken again, and `unknown` again if it
-    ///   was marked). An expiry decided here is decided again at the next claim. At most the
+    ///   was marked). The mark survives the claim itself: only a record (or an operator's
+    ///   retry) clears it, so a worker that dies before recording `unknown` leaves it for the
+    ///   next one. An expiry decided here is decided again at the next claim. At most the
     ///   attempt counter misses one.
     /// * A worker dying without power loss (SIGKILL) loses nothing: the commit is in the WAL
     ///   before this returns.
@@ -393,8 +395,9 @@ impl SqliteStore {
                     expired.push(id);
                     continue;
                 }
-                let interrupted =
-                    state == State::Sending.as_str() && row.get::<i64, _>("final_dot") != 0;
+                // Set only by a mark and cleared only by a record or an operator's retry: a
+                // lease that ended (or was given back) after a final `.` may have left.
+                let interrupted = row.get::<i64, _>("final_dot") != 0;
                 leased.push(id);
                 taken.push((id, interrupted));
             }
@@ -414,7 +417,7 @@ impl SqliteStore {
                 sqlx::query(&format!(
                     "UPDATE messages SET state = 'sending', lease_owner = ?1, lease_until = ?2, \
                      due_at = ?2, next_attempt_at = NULL, attempts = attempts + 1, \
-                     final_dot = 0, updated_at = ?3 WHERE id IN ({})",
+                     updated_at = ?3 WHERE id IN ({})",
                     id_list(&leased)
                 ))
                 .bind(&request.worker)
@@ -758,7 +761,7 @@ impl SqliteStore {
         let mut tx = begin(&mut conn).await?;
         let done = sqlx::query(
             "UPDATE messages SET state = 'queued', next_attempt_at = ?1, due_at = ?1, \
-             lease_owner = NULL, lease_until = NULL, final_dot = 0, \
+             lease_owner = NULL, lease_until = NULL, \
              attempts = MAX(attempts - 1, 0), updated_at = ?1 \
              WHERE id = ?2 AND state = 'sending' AND lease_owner = ?3",
         )
