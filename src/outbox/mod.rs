@@ -32,8 +32,12 @@ mod committer;
 #[cfg(feature = "outbox")]
 mod error;
 #[cfg(feature = "outbox")]
+mod migrations;
+#[cfg(feature = "outbox")]
 #[allow(clippy::module_inception)]
 mod outbox;
+#[cfg(feature = "outbox-postgres")]
+mod postgres;
 #[cfg(feature = "outbox")]
 mod record;
 #[cfg(feature = "outbox")]

@@ -8,6 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{self, Request};
 use super::error::OutboxError;
+#[cfg(feature = "outbox-postgres")]
+use super::postgres::PostgresStore;
 use super::record::{
     Claimed, Enqueued, ListFilter, NewMessage, OutboxId, Outcome, QueuedMessage, State, Stats,
 };
@@ -17,7 +19,8 @@ use super::url::{self, Location};
 use crate::provider::{redact_url, OutboxSettings};
 
 /// How long a write waits for another writer (another process) to let go of the database
-/// before failing with [`OutboxError::Busy`].
+/// before failing with [`OutboxError::Busy`]. (PostgreSQL: how long an operation waits for a
+/// connection of the outbox's pool.)
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A durable outbox: messages stored in a database until they are delivered or reach a final
@@ -67,8 +70,10 @@ impl fmt::Debug for Outbox {
 impl Outbox {
     /// Opens the outbox at `settings.url`, creating the database file if it is missing (its
     /// directory must exist) and applying the schema migrations: `sqlite://path` or
-    /// `sqlite:path` (a relative path is relative to the current directory). A PostgreSQL URL
-    /// is refused until that backend exists.
+    /// `sqlite:path` (a relative path is relative to the current directory), or, with the
+    /// feature `outbox-postgres`, `postgres://user:password@host:port/database` (also
+    /// `postgresql://`; `?sslmode=require` or `verify-full` for TLS), whose tables are created
+    /// in the schema `smtpkit` of that database.
     ///
     /// Must be called within a tokio runtime: it starts the outbox's group-commit task, which
     /// ends when the last clone of the `Outbox` is dropped.
@@ -89,6 +94,10 @@ impl Outbox {
         let store: Arc<dyn Store> = match url::parse(&settings.url)? {
             Location::Sqlite(path) => {
                 Arc::new(SqliteStore::open(&path, &shown, settings.clone(), busy_timeout).await?)
+            }
+            #[cfg(feature = "outbox-postgres")]
+            Location::Postgres(url) => {
+                Arc::new(PostgresStore::open(&url, &shown, settings.clone(), busy_timeout).await?)
             }
         };
         let hot = committer::spawn(Arc::clone(&store));
@@ -300,6 +309,12 @@ impl Outbox {
     /// Cancel safety: a read; dropping it changes nothing.
     pub async fn next_due(&self) -> Result<Option<SystemTime>, OutboxError> {
         self.inner.store.next_due().await
+    }
+
+    /// Resolves when another process may have queued work (PostgreSQL: `NOTIFY` on enqueue and
+    /// retry) or after `timeout`; for SQLite it simply waits `timeout`.
+    pub(crate) async fn wait_for_work(&self, timeout: Duration) {
+        self.inner.store.wait_for_work(timeout).await;
     }
 
     /// The group committer's counters so far: transactions and operations

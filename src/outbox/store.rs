@@ -1,5 +1,5 @@
 //! The storage interface behind [`Outbox`](super::Outbox): one implementation per database
-//! (SQLite now, PostgreSQL next). Object-safe, with boxed futures, so the outbox holds an
+//! (SQLite, PostgreSQL). Object-safe, with boxed futures, so the outbox holds an
 //! `Arc<dyn Store>` chosen by the URL.
 //!
 //! Every operation is one transaction. The outbox passes "now" in, so that all the times of one
@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::error::OutboxError;
 use super::record::{
@@ -105,4 +105,12 @@ pub(crate) trait Store: Send + Sync {
 
     /// The group-commit counters so far.
     fn counters(&self) -> CommitCounters;
+
+    /// Resolves when work may have arrived (a message queued or made due by another process)
+    /// or after `timeout`, whichever comes first. A hint, never a promise: the caller claims to
+    /// find out. By default (SQLite) it only sleeps, so the worker polls; PostgreSQL is woken
+    /// by `NOTIFY`.
+    fn wait_for_work(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(timeout))
+    }
 }

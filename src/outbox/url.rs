@@ -10,10 +10,14 @@ use crate::provider::redact_url;
 pub(crate) enum Location {
     /// `sqlite://path` or `sqlite:path`: a database file.
     Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`: the URL as given (with its password), for the driver.
+    #[cfg(feature = "outbox-postgres")]
+    Postgres(String),
 }
 
-/// Reads `url`: `sqlite://relative/or/absolute.db`, `sqlite:///absolute.db`, `sqlite:path`.
-/// PostgreSQL URLs are recognised and refused until that backend exists.
+/// Reads `url`: `sqlite://relative/or/absolute.db`, `sqlite:///absolute.db`, `sqlite:path`;
+/// `postgres://…` and `postgresql://…` with the feature `outbox-postgres` (refused, saying so,
+/// without it).
 pub(crate) fn parse(url: &str) -> Result<Location, OutboxError> {
     let open_error = |reason: &str| OutboxError::Open {
         url: redact_url(url),
@@ -21,9 +25,12 @@ pub(crate) fn parse(url: &str) -> Result<Location, OutboxError> {
     };
     let url = url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "outbox-postgres")]
+        return Ok(Location::Postgres(url.to_owned()));
+        #[cfg(not(feature = "outbox-postgres"))]
         return Err(open_error(
-            "PostgreSQL outboxes come with PostgreSQL support, which this build does not have \
-             yet; use sqlite://PATH",
+            "PostgreSQL outboxes need PostgreSQL support, which this build does not have \
+             (the feature outbox-postgres); use sqlite://PATH",
         ));
     }
     let path = url
@@ -32,7 +39,8 @@ pub(crate) fn parse(url: &str) -> Result<Location, OutboxError> {
         .ok_or_else(|| {
             let scheme = url.split_once(':').map_or(url, |(s, _)| s);
             open_error(&format!(
-                "unsupported scheme {scheme:?}: the outbox URL is sqlite://PATH"
+                "unsupported scheme {scheme:?}: the outbox URL is sqlite://PATH or \
+                 postgres://USER:PASSWORD@HOST/DATABASE"
             ))
         })?;
     if path.is_empty() {
@@ -64,11 +72,21 @@ mod tests {
             parse("sqlite:q/x.db").unwrap(),
             Location::Sqlite("q/x.db".into())
         );
-        let pg = parse("postgres://u:pw@h/d").unwrap_err().to_string();
-        assert!(
-            pg.contains("PostgreSQL support") && !pg.contains("pw@"),
-            "{pg}"
-        );
+        #[cfg(not(feature = "outbox-postgres"))]
+        {
+            let pg = parse("postgres://u:pw@h/d").unwrap_err().to_string();
+            assert!(
+                pg.contains("PostgreSQL support") && !pg.contains("pw@"),
+                "{pg}"
+            );
+        }
+        #[cfg(feature = "outbox-postgres")]
+        for url in [
+            "postgres://u:pw@h/d",
+            "postgresql://u:pw@h:5433/d?sslmode=require",
+        ] {
+            assert_eq!(parse(url).unwrap(), Location::Postgres(url.into()));
+        }
         assert!(parse("mysql://h/d")
             .unwrap_err()
             .to_string()

@@ -55,7 +55,8 @@ pub struct WorkerOptions {
     /// Stop after this many deliveries were recorded.
     pub max_messages: Option<u64>,
     /// Longest sleep between looks at the outbox when nothing is due (another process may
-    /// enqueue at any time). Default 1 s.
+    /// enqueue at any time). Default 1 s. On PostgreSQL a message queued by any process wakes
+    /// the worker at once (`LISTEN`/`NOTIFY`), so this is only the fallback.
     pub poll: Duration,
     /// Told about each delivery once it is recorded (a log line, a metric).
     pub on_record: Option<RecordHook>,
@@ -277,7 +278,8 @@ impl Worker {
                     ready.extend(claimed.into_iter().map(|c| (now, c)));
                 }
                 () = finished.notified() => idle = false,
-                () = tokio::time::sleep(wait.max(Duration::from_millis(5))) => idle = false,
+                // A sleep, cut short on PostgreSQL when another process queues a message.
+                () = self.outbox.wait_for_work(wait.max(Duration::from_millis(5))) => idle = false,
             }
         }
         // A claim still under way: what it took goes back with the rest.

@@ -21,10 +21,14 @@ pub(crate) fn parse_outbox(node: Node<'_, '_>) -> Result<OutboxSettings, ConfigE
     if let Some(url) = node.get("url") {
         let url_node = url.node(env);
         let text = url_node.non_empty("url")?.trim().to_owned();
-        if !(text.starts_with("sqlite:") || text.starts_with("postgres:")) {
+        if !(text.starts_with("sqlite:")
+            || text.starts_with("postgres:")
+            || text.starts_with("postgresql:"))
+        {
             let scheme = text.split_once(':').map_or("", |(scheme, _)| scheme);
             return Err(url_node.error(format!(
-                "unsupported outbox URL scheme {scheme:?}: use sqlite://PATH"
+                "unsupported outbox URL scheme {scheme:?}: use sqlite://PATH or \
+                 postgres://USER:PASSWORD@HOST/DATABASE"
             )));
         }
         s.url = text;

@@ -6,5 +6,7 @@ pub mod fault_server;
 pub mod mock;
 pub mod oauth_world;
 pub mod postfix_smtpd;
+#[cfg(feature = "outbox-postgres")]
+pub mod postgres;
 pub mod real_servers;
 pub mod truth_server;

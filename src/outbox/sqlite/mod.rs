@@ -6,7 +6,6 @@
 //! lets run beside the writer.
 
 mod errors;
-mod migrations;
 mod open;
 mod rows;
 

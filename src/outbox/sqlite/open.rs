@@ -9,8 +9,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use super::errors::{migrate_error, open_error, primary_code};
-use super::migrations::migrator;
 use crate::outbox::error::OutboxError;
+use crate::outbox::migrations::{migrator, SQLITE};
 
 /// Connections that read (list, get, stats, next_due) beside the one that writes.
 const READERS: u32 = 2;
@@ -121,7 +121,7 @@ async fn prepare(
             reason: format!("the database is not an smtpkit outbox (it has a table {other})"),
         });
     }
-    let migrator = migrator().await.map_err(|e| migrate_error(url, e))?;
+    let migrator = migrator(SQLITE).await.map_err(|e| migrate_error(url, e))?;
     migrator
         .run(&mut *tx)
         .await
