@@ -16,8 +16,9 @@ pub enum OutboxError {
         /// Why.
         reason: String,
     },
-    /// The database stayed locked by another writer beyond the busy timeout (5 s). Exit 75
-    /// (temporary: try again).
+    /// The database could not take the write now: SQLite stayed locked by another writer
+    /// beyond the busy timeout (5 s); PostgreSQL reported a deadlock, a serialization failure
+    /// or too many connections. Exit 75 (temporary: try again).
     #[error("the outbox database is busy (locked by another writer); try again")]
     Busy,
     /// The database file is damaged (SQLite reports corruption). Exit 78: it will not heal by

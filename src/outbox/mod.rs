@@ -2,7 +2,8 @@
 //! restarts and long outages (feature `outbox`).
 //!
 //! An [`Outbox`] is a queue of messages in a database: SQLite in one file by default
-//! (`sqlite://path`), PostgreSQL for many workers on many machines later, both behind one
+//! (`sqlite://path`), or PostgreSQL (`postgres://…`, feature `outbox-postgres`) for many
+//! workers on many machines, both behind one
 //! internal storage interface. [`Outbox::enqueue`] returns once the message is committed and
 //! synced to disk. A worker then [claims](Outbox::claim) due messages under a lease, marks the
 //! moment it writes the final `.` of each ([`Outbox::mark_final_dot`], group-committed) and
