@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
             Command::Auth(args) => cli::auth::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
             Command::Queue(args) => cli::queue::run(args).await,
+            Command::Outbox(args) => cli::outbox_cmd::run(args).await,
         }
     });
     std::process::ExitCode::from(code)

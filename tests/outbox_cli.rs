@@ -138,6 +138,8 @@ async fn queued_messages_are_stored_once_per_key_and_delivered_by_the_worker() {
 
     let stats = json(&smtpkit(&["queue", "stats", "--config", cfg, "--json"]).await);
     assert_eq!(stats["by_state"]["queued"], 3, "{stats}");
+    assert_eq!(stats["by_provider"]["email"]["queued"], 3, "{stats}");
+    assert!(stats["oldest_queued_age_ms"].is_u64(), "{stats}");
 
     let out = smtpkit(&["worker", "--config", cfg, "--until-empty", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -262,4 +264,234 @@ async fn several_processes_queue_into_one_outbox_at_once() {
     assert_eq!(all.len(), 40, "forty distinct messages");
     let stats = json(&smtpkit(&["queue", "stats", "--config", &cfg, "--json"]).await);
     assert_eq!(stats["total"], 40, "{stats}");
+}
+
+/// `smtpkit outbox migrate`: creates and migrates a new outbox and says which versions it
+/// applied; run again it applies nothing and prints the same version.
+#[tokio::test]
+async fn outbox_migrate_applies_once_then_reports_the_current_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), 25);
+    let cfg = cfg.to_str().expect("utf-8");
+    let first = smtpkit(&["outbox", "migrate", "--config", cfg, "--json"]).await;
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let first = json(&first);
+    assert_eq!(first["applied"], serde_json::json!([1]), "{first}");
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["latest"], 1);
+    assert!(dir.path().join("smtpkit-outbox.db").is_file());
+
+    let again = json(&smtpkit(&["outbox", "migrate", "--config", cfg, "--json"]).await);
+    assert_eq!(again["applied"], serde_json::json!([]), "{again}");
+    assert_eq!(again["version"], 1);
+
+    let text = smtpkit(&["outbox", "migrate", "--config", cfg]).await;
+    assert_eq!(text.status.code(), Some(0), "{text:?}");
+    assert_eq!(String::from_utf8_lossy(&text.stdout), "schema version 1\n");
+    assert!(String::from_utf8_lossy(&text.stderr).contains("up to date"));
+
+    // --outbox names another database.
+    let other = format!("sqlite://{}", dir.path().join("other.db").display());
+    let other = json(
+        &smtpkit(&[
+            "outbox", "migrate", "--config", cfg, "--outbox", &other, "--json",
+        ])
+        .await,
+    );
+    assert_eq!(other["applied"], serde_json::json!([1]), "{other}");
+}
+
+/// A free loopback port: bound, read, let go.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `GET /metrics` over a plain TCP connection: the status line and the body.
+async fn scrape(port: u16) -> Option<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+/// The value of the sample `name{labels}` in a text exposition (labels written in the order
+/// the exposition has them), read line by line.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// `smtpkit worker --metrics`: after four deliveries to the truth server (three accepted,
+/// one refused with 550), the counters show them by result, the latency histogram counted
+/// four, and the queue gauges read from the database show three sent and one failed.
+#[tokio::test]
+async fn worker_metrics_show_the_deliveries_and_the_queue() {
+    let server = TruthServer::start(Behaviour::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), server.port);
+    let cfg = cfg.to_str().expect("utf-8");
+    for to in [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "bad@example.com",
+    ] {
+        let out = smtpkit(&[
+            "send",
+            "--config",
+            cfg,
+            "--to",
+            to,
+            "--subject",
+            "m",
+            "--text",
+            "t",
+            "--queue",
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+        .args(["worker", "--config", cfg, "--metrics", &addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker");
+
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        if let Some((status, body)) = scrape(port).await {
+            assert!(status.contains(" 200 "), "{status}\n{body}");
+            let delivered = sample(
+                &body,
+                r#"smtpkit_deliveries_total{provider="email",result="sent"}"#,
+            )
+            .unwrap_or(0.0)
+                + sample(
+                    &body,
+                    r#"smtpkit_deliveries_total{provider="email",result="failed"}"#,
+                )
+                .unwrap_or(0.0);
+            let sent_gauge = sample(
+                &body,
+                r#"smtpkit_outbox_messages{provider="email",state="sent"}"#,
+            );
+            if delivered == 4.0 && sent_gauge == Some(3.0) {
+                break body;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the metrics never showed the four deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let get =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+    assert_eq!(
+        get(r#"smtpkit_deliveries_total{provider="email",result="sent"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"smtpkit_deliveries_total{provider="email",result="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"smtpkit_outbox_messages{provider="email",state="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"smtpkit_delivery_duration_seconds_count{provider="email"}"#),
+        4.0
+    );
+    // Nothing waits: the oldest waiting message's age is 0.
+    assert_eq!(get("smtpkit_outbox_oldest_queued_age_seconds"), 0.0);
+    assert_eq!(server.truth().stored.len(), 3);
+
+    // Anything but /metrics is 404.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.expect("read");
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    }
+
+    // SIGTERM: the worker stops and exits 0.
+    let pid = worker.id().expect("pid").to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), worker.wait_with_output())
+        .await
+        .expect("the worker stops")
+        .expect("worker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("metrics on http://{addr}/metrics")),
+        "{stderr}"
+    );
+}
+
+/// A metrics address that cannot be bound is a configuration error before any delivery.
+#[tokio::test]
+async fn worker_metrics_on_an_address_in_use_is_refused() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), 25);
+    let cfg = cfg.to_str().expect("utf-8");
+    let out = smtpkit(&[
+        "worker",
+        "--config",
+        cfg,
+        "--metrics",
+        &addr,
+        "--until-empty",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("metrics"),
+        "{v}"
+    );
 }

@@ -723,6 +723,68 @@ async fn release_gives_a_message_back_untouched(backend: Backend) -> TestResult 
     Ok(())
 }
 
+/// `Outbox::migrate` applies the schema to a new database and tells so; again, it applies
+/// nothing and reports the same version; an outbox opened with workers' data in it is left
+/// as it was.
+async fn migrate_reports_what_it_applied_and_is_idempotent(backend: Backend) -> TestResult {
+    let db = backend.database().await?;
+    let first = Outbox::migrate(&db.settings()).await.unwrap();
+    assert_eq!(first.applied, [1]);
+    assert_eq!((first.version, first.latest), (1, 1));
+    let outbox = Outbox::open(&db.settings()).await.unwrap();
+    assert!(outbox.migrated().applied.is_empty());
+    assert_eq!(outbox.migrated().version, 1);
+    outbox.enqueue(message(1)).await.unwrap();
+    let again = Outbox::migrate(&db.settings()).await.unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(again.version, 1);
+    assert_eq!(outbox.stats().await.unwrap().total, 1);
+    Ok(())
+}
+
+/// `Stats::by_provider`: counts per provider (as queued, fallbacks joined) and state, only the
+/// states it has, adding up to `by_state`.
+async fn stats_count_per_provider(backend: Backend) -> TestResult {
+    let db = backend.database().await?;
+    let outbox = Outbox::open(&db.settings()).await.unwrap();
+    let mut messages: Vec<NewMessage> = (0..5).map(message).collect();
+    messages[3].provider = "gmail,backup".into();
+    messages[4].provider = "gmail,backup".into();
+    let ids: Vec<OutboxId> = outbox
+        .enqueue_many(messages)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let claimed = outbox.claim("w", 1).await.unwrap();
+    assert_eq!(claimed[0].message.id, ids[0]);
+    outbox
+        .record(
+            ids[0],
+            "w",
+            outcome(&[
+                ("a0@example.com", sent("250")),
+                ("b0@example.com", sent("250")),
+            ]),
+        )
+        .await
+        .unwrap();
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!(stats.by_provider.len(), 2, "{stats:?}");
+    let email = &stats.by_provider["email"];
+    assert_eq!(email.get(&State::Sent), Some(&1));
+    assert_eq!(email.get(&State::Queued), Some(&2));
+    assert_eq!(email.len(), 2, "{email:?}");
+    assert_eq!(
+        stats.by_provider["gmail,backup"].get(&State::Queued),
+        Some(&2)
+    );
+    assert_eq!(stats.by_state[&State::Queued], 4);
+    assert_eq!(stats.total, 5);
+    Ok(())
+}
+
 async fn retry_delete_stats_and_next_due(backend: Backend) -> TestResult {
     let db = backend.database().await?;
     let outbox = Outbox::open(&db.settings()).await.unwrap();
@@ -1264,6 +1326,18 @@ async fn several_openers_of_a_new_database_migrate_it_once() -> TestResult {
         Outbox::open(&s)
     );
     let opened = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+    // Exactly one of them applied the migration; every one sees version 1.
+    let applied: Vec<&[i64]> = opened
+        .iter()
+        .map(|o| o.migrated().applied.as_slice())
+        .collect();
+    assert_eq!(
+        applied.iter().filter(|a| **a == [1]).count(),
+        1,
+        "{applied:?}"
+    );
+    assert_eq!(applied.iter().filter(|a| a.is_empty()).count(), 3);
+    assert!(opened.iter().all(|o| o.migrated().version == 1));
     for (i, o) in opened.iter().enumerate() {
         o.enqueue(message(i)).await.unwrap();
     }
@@ -1351,6 +1425,8 @@ fn main() -> std::process::ExitCode {
         reopening_keeps_everything,
         several_outboxes_enqueueing_at_once_lose_nothing,
         concurrent_final_dot_marks_share_commits,
+        migrate_reports_what_it_applied_and_is_idempotent,
+        stats_count_per_provider,
     ];
     trials.extend(on!["sqlite";
         files_that_are_not_outboxes_and_missing_directories_are_clear_errors,

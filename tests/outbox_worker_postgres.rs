@@ -316,6 +316,41 @@ async fn a_waiting_worker_is_woken_by_a_message_queued_elsewhere() -> TestResult
     Ok(())
 }
 
+/// `smtpkit outbox migrate` on PostgreSQL: the first run creates the schema and applies
+/// version 1, the second applies nothing; both print version 1, and a worker started
+/// afterwards uses the migrated database.
+async fn outbox_migrate_on_postgres_applies_once() -> TestResult {
+    let cluster = PgCluster::start("outbox_migrate_on_postgres_applies_once (PostgreSQL)")?;
+    let url = cluster.fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), 25, &url);
+    let migrate = || async {
+        let out = Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+            .args(["outbox", "migrate", "--json", "--config"])
+            .arg(&cfg)
+            .output()
+            .await
+            .expect("smtpkit outbox migrate");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert!(
+            !v.to_string().contains(support::postgres::PASSWORD),
+            "no password in {v}"
+        );
+        v
+    };
+    let first = migrate().await;
+    assert_eq!(first["applied"], serde_json::json!([1]), "{first}");
+    assert_eq!(first["version"], 1);
+    let again = migrate().await;
+    assert_eq!(again["applied"], serde_json::json!([]), "{again}");
+    assert_eq!(again["version"], 1);
+    let outbox = open(&cfg).await;
+    assert!(outbox.migrated().applied.is_empty());
+    assert_eq!(outbox.stats().await.expect("stats").total, 0);
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let flavor = Flavor::MultiThread { workers: 2 };
     run_tests(vec![
@@ -328,6 +363,11 @@ fn main() -> std::process::ExitCode {
             "a_waiting_worker_is_woken_by_a_message_queued_elsewhere",
             flavor,
             a_waiting_worker_is_woken_by_a_message_queued_elsewhere,
+        ),
+        tokio_trial(
+            "outbox_migrate_on_postgres_applies_once",
+            flavor,
+            outbox_migrate_on_postgres_applies_once,
         ),
     ])
 }

@@ -22,8 +22,10 @@ pub mod check;
 pub mod delay_proxy;
 pub mod demo;
 pub mod exit;
+pub mod metrics;
 pub mod notify;
 pub mod outbox_access;
+pub mod outbox_cmd;
 pub mod output;
 pub mod progress;
 pub mod queue;
@@ -123,6 +125,8 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Look at and manage the outbox: list, show, retry, delete, stats.
     Queue(queue::QueueArgs),
+    /// Operate on the outbox database: migrate its schema.
+    Outbox(outbox_cmd::OutboxArgs),
 }
 
 #[cfg(test)]

@@ -61,7 +61,8 @@ pub enum QueueAction {
         /// The message's id.
         id: OutboxId,
     },
-    /// How many messages are in each state, and the age of the oldest waiting one.
+    /// How many messages are in each state (in all and per provider), and the age of the
+    /// oldest waiting one.
     Stats,
 }
 
@@ -189,9 +190,27 @@ async fn act(outbox: &Outbox, action: &QueueAction, json: bool) -> Result<Value,
                 .iter()
                 .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
                 .collect();
+            let by_provider: serde_json::Map<String, Value> = stats
+                .by_provider
+                .iter()
+                .map(|(provider, states)| {
+                    let states: serde_json::Map<String, Value> = states
+                        .iter()
+                        .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+                        .collect();
+                    (provider.clone(), Value::Object(states))
+                })
+                .collect();
             if !json {
                 for (s, n) in &stats.by_state {
                     out!("{:<9} {n}", s.as_str());
+                }
+                for (provider, states) in &stats.by_provider {
+                    let counts: Vec<String> = states
+                        .iter()
+                        .map(|(s, n)| format!("{} {n}", s.as_str()))
+                        .collect();
+                    out!("provider {provider}: {}", counts.join(", "));
                 }
                 if let Some(age) = stats.oldest_queued_age {
                     out!("oldest waiting: {} s", age.as_secs());
@@ -199,8 +218,10 @@ async fn act(outbox: &Outbox, action: &QueueAction, json: bool) -> Result<Value,
             }
             json!({
                 "by_state": by_state,
+                "by_provider": by_provider,
                 "total": stats.total,
                 "oldest_queued_age_s": stats.oldest_queued_age.map(|a| a.as_secs()),
+                "oldest_queued_age_ms": stats.oldest_queued_age.map(|a| a.as_millis()),
             })
         }
     })

@@ -1,5 +1,6 @@
 //! `smtpkit worker`: deliver the outbox's messages until stopped (or until nothing is due).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,13 +10,14 @@ use smtpkit::outbox::{Recorded, Worker, WorkerOptions};
 use smtpkit::provider::Config;
 
 use super::output::{self, Failure};
-use super::{exit, outbox_access};
+use super::{exit, metrics, outbox_access};
 
 /// Deliver queued messages through the configured providers.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   smtpkit worker --config smtpkit.yaml
   smtpkit worker --config smtpkit.yaml --until-empty --json
+  smtpkit worker --config smtpkit.yaml --metrics 127.0.0.1:9108
 
 SIGINT or SIGTERM: no new messages are taken; the deliveries in flight finish and are recorded,
 then the worker exits 0.")]
@@ -35,6 +37,11 @@ pub struct WorkerArgs {
     /// Exit after this many deliveries.
     #[arg(long, value_name = "N")]
     pub max_messages: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (queue depth per provider and state,
+    /// oldest message's age, this worker's deliveries, latency, rate-limit waits). Only this
+    /// address: 127.0.0.1:9108 is reachable from this machine only, 0.0.0.0:9108 from others.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Print one JSON object with the totals when the worker stops.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +67,29 @@ pub async fn run(args: WorkerArgs) -> u8 {
         Ok(o) => o,
         Err(f) => return f.report(args.json),
     };
+    let metrics = match args.metrics {
+        None => None,
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(listener) => {
+                let shown = listener.local_addr().map_or(addr, |a| a);
+                eprintln!("metrics on http://{shown}/metrics");
+                let m = Arc::new(metrics::Metrics::new(outbox.clone()));
+                let server = tokio::spawn(metrics::serve(listener, Arc::clone(&m)));
+                Some((m, server))
+            }
+            Err(e) => {
+                return Failure::new(
+                    "config",
+                    "metrics",
+                    format!("cannot serve metrics on {addr}: {e}"),
+                    exit::CONFIG,
+                )
+                .with_hint("Choose another address with --metrics, or free this one.")
+                .report(args.json)
+            }
+        },
+    };
+    let counted = metrics.as_ref().map(|(m, _)| Arc::clone(m));
     // Each delivery: a line on stdout (its result), unless the one JSON object is wanted.
     let json = args.json;
     let options = WorkerOptions {
@@ -67,6 +97,9 @@ pub async fn run(args: WorkerArgs) -> u8 {
         until_empty: args.until_empty,
         max_messages: args.max_messages,
         on_record: Some(Arc::new(move |r: &Recorded| {
+            if let Some(m) = &counted {
+                m.record(r);
+            }
             if json {
                 eprintln!("{}", shown(r));
             } else {
@@ -88,6 +121,9 @@ pub async fn run(args: WorkerArgs) -> u8 {
         }
     );
     let result = worker.run(super::shutdown_signal()).await;
+    if let Some((_, server)) = metrics {
+        server.abort();
+    }
     match result {
         Ok(summary) => {
             let line = format!(

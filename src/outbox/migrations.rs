@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 
 use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+
+use super::record::Migrated;
 
 /// One migration: (version, description, SQL).
 pub(crate) type Migrations = &'static [(i64, &'static str, &'static str)];
@@ -54,6 +56,37 @@ impl MigrationSource<'static> for Embedded {
 /// A migrator over `list`.
 pub(crate) async fn migrator(list: Migrations) -> Result<Migrator, sqlx::migrate::MigrateError> {
     Migrator::new(Embedded(list)).await
+}
+
+/// Applies `list` on `conn` (which holds the backend's migration lock) and tells which versions
+/// this call applied and which version the schema is at now.
+pub(crate) async fn apply<C: Migrate + Send>(
+    conn: &mut C,
+    list: Migrations,
+) -> Result<Migrated, MigrateError> {
+    conn.ensure_migrations_table().await?;
+    let before: Vec<i64> = conn
+        .list_applied_migrations()
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    migrator(list).await?.run_direct(conn).await?;
+    let after: Vec<i64> = conn
+        .list_applied_migrations()
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    Ok(Migrated {
+        applied: after
+            .iter()
+            .copied()
+            .filter(|v| !before.contains(v))
+            .collect(),
+        version: after.iter().copied().max().unwrap_or(0),
+        latest: list.iter().map(|m| m.0).max().unwrap_or(0),
+    })
 }
 
 /// `futures_core::future::BoxFuture`, spelled out to avoid a dependency for one alias.

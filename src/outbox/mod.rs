@@ -61,8 +61,8 @@ pub use outbox::{Outbox, DEFAULT_BUSY_TIMEOUT};
 #[cfg(feature = "outbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub use record::{
-    Claimed, Enqueued, ListFilter, NewMessage, OutboxId, Outcome, QueuedMessage, RecipientOutcome,
-    RecipientRecord, RecipientState, State, Stats,
+    Claimed, Enqueued, ListFilter, Migrated, NewMessage, OutboxId, Outcome, QueuedMessage,
+    RecipientOutcome, RecipientRecord, RecipientState, State, Stats,
 };
 #[cfg(feature = "outbox")]
 #[doc(hidden)]

@@ -11,7 +11,8 @@ use super::error::OutboxError;
 #[cfg(feature = "outbox-postgres")]
 use super::postgres::PostgresStore;
 use super::record::{
-    Claimed, Enqueued, ListFilter, NewMessage, OutboxId, Outcome, QueuedMessage, State, Stats,
+    Claimed, Enqueued, ListFilter, Migrated, NewMessage, OutboxId, Outcome, QueuedMessage, State,
+    Stats,
 };
 use super::sqlite::SqliteStore;
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store};
@@ -57,6 +58,7 @@ struct Inner {
     store: Arc<dyn Store>,
     settings: OutboxSettings,
     hot: mpsc::UnboundedSender<Request>,
+    migrated: Migrated,
 }
 
 impl fmt::Debug for Outbox {
@@ -91,13 +93,17 @@ impl Outbox {
         busy_timeout: Duration,
     ) -> Result<Outbox, OutboxError> {
         let shown = redact_url(&settings.url);
-        let store: Arc<dyn Store> = match url::parse(&settings.url)? {
+        let (store, migrated): (Arc<dyn Store>, Migrated) = match url::parse(&settings.url)? {
             Location::Sqlite(path) => {
-                Arc::new(SqliteStore::open(&path, &shown, settings.clone(), busy_timeout).await?)
+                let (store, migrated) =
+                    SqliteStore::open(&path, &shown, settings.clone(), busy_timeout).await?;
+                (Arc::new(store), migrated)
             }
             #[cfg(feature = "outbox-postgres")]
             Location::Postgres(url) => {
-                Arc::new(PostgresStore::open(&url, &shown, settings.clone(), busy_timeout).await?)
+                let (store, migrated) =
+                    PostgresStore::open(&url, &shown, settings.clone(), busy_timeout).await?;
+                (Arc::new(store), migrated)
             }
         };
         let hot = committer::spawn(Arc::clone(&store));
@@ -106,8 +112,26 @@ impl Outbox {
                 store,
                 settings: settings.clone(),
                 hot,
+                migrated,
             }),
         })
+    }
+
+    /// Applies the schema migrations of the outbox at `settings.url` (creating it as
+    /// [`Outbox::open`] does) and tells which versions were applied and the version now.
+    /// Idempotent, and safe while workers use the database: every open migrates under the
+    /// backend's lock (SQLite's write lock, a PostgreSQL advisory lock), so of several
+    /// processes only the first applies a version and the others see it applied.
+    ///
+    /// Cancel safety: as [`Outbox::open`]; a migration is applied whole or not at all.
+    pub async fn migrate(settings: &OutboxSettings) -> Result<Migrated, OutboxError> {
+        let outbox = Outbox::open(settings).await?;
+        Ok(outbox.migrated().clone())
+    }
+
+    /// The schema migrations this open applied (none when the schema was current).
+    pub fn migrated(&self) -> &Migrated {
+        &self.inner.migrated
     }
 
     /// The settings it was opened with.
@@ -204,7 +228,7 @@ impl Outbox {
         self.inner.store.delete(id, SystemTime::now()).await
     }
 
-    /// Counts per state, the age of the oldest message not yet final, the total.
+    /// Counts per state and per provider and state, the age of the oldest message not yet final, the total.
     ///
     /// Cancel safety: a read; dropping it changes nothing.
     pub async fn stats(&self) -> Result<Stats, OutboxError> {

@@ -362,6 +362,38 @@ pub struct Stats {
     pub oldest_queued_age: Option<Duration>,
     /// Messages in all.
     pub total: u64,
+    /// Messages per provider (as queued: a list with fallbacks is one name, `a,b`) and state;
+    /// only the states that provider has messages in.
+    pub by_provider: BTreeMap<String, BTreeMap<State, u64>>,
+}
+
+impl Stats {
+    /// Counts `n` messages of `provider` in `state`.
+    pub(crate) fn add(&mut self, provider: String, state: State, n: u64) {
+        *self.by_state.entry(state).or_insert(0) += n;
+        *self
+            .by_provider
+            .entry(provider)
+            .or_default()
+            .entry(state)
+            .or_insert(0) += n;
+        self.total += n;
+    }
+}
+
+/// The schema migrations done when an outbox was opened, from
+/// [`Outbox::migrated`](super::Outbox::migrated) and [`Outbox::migrate`](super::Outbox::migrate).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Migrated {
+    /// The versions this open applied, in order; empty when the schema was already current
+    /// (or another process migrated it first).
+    pub applied: Vec<i64>,
+    /// The schema's version now: the highest version applied to the database.
+    pub version: i64,
+    /// The highest version this build knows.
+    pub latest: i64,
 }
 
 /// Which messages [`Outbox::list`](super::Outbox::list) returns.

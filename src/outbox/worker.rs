@@ -39,6 +39,12 @@ pub struct Recorded {
     pub state: super::record::State,
     /// The last reply or error, in one line.
     pub last_reply: Option<String>,
+    /// From the start of the attempt (after the claim) to the outcome recorded: the
+    /// delivery's latency as this worker saw it (zero-length sends included: a message
+    /// recorded `unknown` after an interruption is not sent at all).
+    pub elapsed: Duration,
+    /// Time the attempt waited for the provider's rate limit (every try added up).
+    pub rate_limit_wait: Duration,
 }
 
 /// Called once per recorded delivery (from the delivering task: keep it quick).
@@ -218,12 +224,13 @@ impl Worker {
                 let worker = self.clone();
                 let finished = finished.clone();
                 tasks.spawn(async move {
-                    let (claimed, outcome) = worker.attempt(c).await;
+                    let started = Instant::now();
+                    let (claimed, outcome, waited) = worker.attempt(c).await;
                     // The session is back in the pool: the slot is free for the next message
                     // while this one's outcome is recorded (group-committed).
                     drop(permit);
                     finished.notify_one();
-                    let result = worker.record(claimed, outcome).await;
+                    let result = worker.record(claimed, outcome, started, waited).await;
                     finished.notify_one();
                     result
                 });
@@ -335,8 +342,9 @@ impl Worker {
     }
 
     /// One claimed message sent to its pending recipients (or not, after an interruption):
-    /// what happened, to be recorded.
-    async fn attempt(&self, claimed: Claimed) -> (Claimed, Outcome) {
+    /// what happened, to be recorded, and the time it waited for rate limits.
+    async fn attempt(&self, claimed: Claimed) -> (Claimed, Outcome, Duration) {
+        let mut waited = Duration::ZERO;
         let message = &claimed.message;
         let pending: Vec<&str> = message
             .recipients
@@ -361,12 +369,17 @@ impl Worker {
                             mailer.send_message(&envelope, &claimed.bytes),
                         )
                         .await;
+                        let attempts = match &sent {
+                            Ok(report) => &report.attempts,
+                            Err(e) => &e.attempts,
+                        };
+                        waited = attempts.iter().map(|a| a.rate_limit_wait).sum();
                         outcome_of(&pending, sent)
                     }
                 },
             }
         };
-        (claimed, outcome)
+        (claimed, outcome, waited)
     }
 
     /// Records the outcome of an attempt and tells the hook.
@@ -374,6 +387,8 @@ impl Worker {
         &self,
         claimed: Claimed,
         outcome: Outcome,
+        started: Instant,
+        rate_limit_wait: Duration,
     ) -> Result<super::record::State, OutboxError> {
         let message = &claimed.message;
         let last_reply = outcome.last_reply.clone();
@@ -385,6 +400,8 @@ impl Worker {
                 provider: message.provider.clone(),
                 state,
                 last_reply,
+                elapsed: started.elapsed(),
+                rate_limit_wait,
             });
         }
         Ok(state)

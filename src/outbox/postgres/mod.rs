@@ -27,10 +27,10 @@ use tokio::sync::Notify;
 use self::errors::{db_error, migrate_error, open_error, password_of};
 use self::rows::{attach_recipients, corrupt, message, recipient, recipients, MESSAGE_COLUMNS};
 use super::error::OutboxError;
-use super::migrations::{migrator, POSTGRES};
+use super::migrations::{self, POSTGRES};
 use super::record::{
-    from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, NewMessage, OutboxId, QueuedMessage,
-    RecipientRecord, RecipientState, State, Stats,
+    from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, Migrated, NewMessage, OutboxId,
+    QueuedMessage, RecipientRecord, RecipientState, State, Stats,
 };
 use super::rules;
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store, StoreFuture};
@@ -101,7 +101,7 @@ impl PostgresStore {
         shown: &str,
         settings: OutboxSettings,
         busy_timeout: Duration,
-    ) -> Result<PostgresStore, OutboxError> {
+    ) -> Result<(PostgresStore, Migrated), OutboxError> {
         let password = password_of(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| open_error(shown, password, e))?
@@ -112,20 +112,21 @@ impl PostgresStore {
             .map_err(|e| open_error(shown, password, e))?;
         let prepared = prepare(&mut conn, shown, password).await;
         let _ = conn.close().await;
-        prepared?;
+        let migrated = prepared?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(0)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(30)))
             .connect_lazy_with(options);
-        Ok(PostgresStore {
+        let store = PostgresStore {
             pool,
             settings,
             commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             work: Arc::new(Notify::new()),
             listener: Mutex::new(None),
-        })
+        };
+        Ok((store, migrated))
     }
 
     async fn enqueue_inner(
@@ -330,10 +331,12 @@ impl PostgresStore {
 
     async fn stats_inner(&self, now: SystemTime) -> Result<Stats, OutboxError> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT provider, state, COUNT(*) AS n FROM messages GROUP BY provider, state",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
         let mut stats = Stats {
             by_state: State::ALL.into_iter().map(|s| (s, 0)).collect(),
             ..Stats::default()
@@ -342,8 +345,7 @@ impl PostgresStore {
             let state: String = row.get("state");
             let state = state.parse::<State>().map_err(corrupt)?;
             let n = u64::try_from(row.get::<i64, _>("n")).unwrap_or(0);
-            stats.by_state.insert(state, n);
-            stats.total += n;
+            stats.add(row.get("provider"), state, n);
         }
         let oldest: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(created_at) FROM messages \
@@ -755,7 +757,7 @@ async fn prepare(
     conn: &mut PgConnection,
     url: &str,
     password: Option<&str>,
-) -> Result<(), OutboxError> {
+) -> Result<Migrated, OutboxError> {
     let fail = |e| open_error(url, password, e);
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(SCHEMA_LOCK)
@@ -767,11 +769,7 @@ async fn prepare(
             .execute(&mut *conn)
             .await
             .map_err(fail)?;
-        let migrator = migrator(POSTGRES)
-            .await
-            .map_err(|e| migrate_error(url, password, e))?;
-        migrator
-            .run(&mut *conn)
+        migrations::apply(&mut *conn, POSTGRES)
             .await
             .map_err(|e| migrate_error(url, password, e))
     }

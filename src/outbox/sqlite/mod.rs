@@ -22,7 +22,7 @@ use self::errors::db_error;
 use self::rows::{attach_recipients, message, recipient, recipients, MESSAGE_COLUMNS};
 use super::error::OutboxError;
 use super::record::{
-    from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, NewMessage, OutboxId, Outcome,
+    from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, Migrated, NewMessage, OutboxId, Outcome,
     QueuedMessage, RecipientRecord, RecipientState, State, Stats,
 };
 use super::rules;
@@ -79,16 +79,17 @@ impl SqliteStore {
         url: &str,
         settings: OutboxSettings,
         busy_timeout: Duration,
-    ) -> Result<SqliteStore, OutboxError> {
+    ) -> Result<(SqliteStore, Migrated), OutboxError> {
         let pools = open::open(path, url, busy_timeout).await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer: pools.writer,
             reader: pools.reader,
             settings,
             writer_sync: AtomicU8::new(SYNC_UNKNOWN),
             commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
-        })
+        };
+        Ok((store, pools.migrated))
     }
 
     /// The writer connection, set to sync (or not) at the commits of its next transaction.
@@ -308,10 +309,12 @@ impl SqliteStore {
 
     async fn stats_inner(&self, now: SystemTime) -> Result<Stats, OutboxError> {
         let mut conn = self.reader.acquire().await.map_err(db_error)?;
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT provider, state, COUNT(*) AS n FROM messages GROUP BY provider, state",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
         let mut stats = Stats {
             by_state: State::ALL.into_iter().map(|s| (s, 0)).collect(),
             ..Stats::default()
@@ -322,8 +325,7 @@ impl SqliteStore {
                 .parse::<State>()
                 .map_err(|reason| OutboxError::Corrupt { reason })?;
             let n = u64::try_from(row.get::<i64, _>("n")).unwrap_or(0);
-            stats.by_state.insert(state, n);
-            stats.total += n;
+            stats.add(row.get("provider"), state, n);
         }
         let oldest: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(created_at) FROM messages \

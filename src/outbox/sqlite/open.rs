@@ -10,7 +10,8 @@ use sqlx::{Connection, Row};
 
 use super::errors::{migrate_error, open_error, primary_code};
 use crate::outbox::error::OutboxError;
-use crate::outbox::migrations::{migrator, SQLITE};
+use crate::outbox::migrations::{self, SQLITE};
+use crate::outbox::record::Migrated;
 
 /// Connections that read (list, get, stats, next_due) beside the one that writes.
 const READERS: u32 = 2;
@@ -23,6 +24,8 @@ const OWN_TABLES: &[&str] = &["_sqlx_migrations", "messages", "recipients"];
 pub(super) struct Pools {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
+    /// What the open migrated.
+    pub(super) migrated: Migrated,
 }
 
 /// Opens (creating it if missing) the database at `path`: WAL, `synchronous=FULL`, foreign keys,
@@ -65,7 +68,7 @@ pub(super) async fn open(
         .map_err(|e| open_error(url, e))?;
     let result = prepare(&mut conn, url, busy_timeout).await;
     let _ = conn.close().await;
-    result?;
+    let migrated = result?;
     // No ping before each use (sqlx's default): the database is a file in this process, and
     // the ping is one more round trip to the connection's thread on every transaction.
     let writer = SqlitePoolOptions::new()
@@ -82,7 +85,11 @@ pub(super) async fn open(
         .min_connections(0)
         .acquire_timeout(busy_timeout.max(Duration::from_secs(30)))
         .connect_lazy_with(options);
-    Ok(Pools { writer, reader })
+    Ok(Pools {
+        writer,
+        reader,
+        migrated,
+    })
 }
 
 /// WAL mode, then the schema check and migrations under the write lock, so that processes
@@ -91,7 +98,7 @@ async fn prepare(
     conn: &mut SqliteConnection,
     url: &str,
     busy_timeout: Duration,
-) -> Result<(), OutboxError> {
+) -> Result<Migrated, OutboxError> {
     set_wal(conn, url, busy_timeout).await?;
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
@@ -121,13 +128,11 @@ async fn prepare(
             reason: format!("the database is not an smtpkit outbox (it has a table {other})"),
         });
     }
-    let migrator = migrator(SQLITE).await.map_err(|e| migrate_error(url, e))?;
-    migrator
-        .run(&mut *tx)
+    let migrated = migrations::apply(&mut *tx, SQLITE)
         .await
         .map_err(|e| migrate_error(url, e))?;
     tx.commit().await.map_err(|e| open_error(url, e))?;
-    Ok(())
+    Ok(migrated)
 }
 
 /// Switches the file to WAL (once; it stays), retrying while another process holds it.
