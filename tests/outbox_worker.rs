@@ -388,3 +388,83 @@ async fn after_an_outage_deferred_messages_go_out_on_schedule() {
     assert_eq!(copies.len(), ids.len() * 2);
     assert!(copies.values().all(|n| *n == 1), "{copies:?}");
 }
+
+/// Another process holds the outbox locked for longer than the busy timeout (5 s) while the
+/// worker wants to claim: the worker waits and tries again instead of giving up, and delivers
+/// what is queued once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_rides_out_a_database_locked_past_the_busy_timeout() {
+    use sqlx::Connection as _;
+    use tokio::io::AsyncBufReadExt as _;
+    let server = TruthServer::start(Behaviour::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), server.port);
+    let outbox = open(&cfg).await;
+    let mut child = worker(&cfg, &["--concurrency", "1"]);
+    // Its stderr, line by line; the first line says it opened the outbox and is waiting.
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("the worker starts")
+        .expect("a line");
+    assert!(first.contains("delivering from"), "{first}");
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("lock");
+    // Held past the 5 s busy timeout: a claim fails as busy.
+    let mut said = Vec::new();
+    let busy = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = rx.recv().await {
+            let found = line.contains("claiming failed for now");
+            said.push(line);
+            if found {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(busy.is_ok(), "no busy claim: {said:?}");
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlock");
+    drop(lock);
+    let ids: Vec<_> = outbox
+        .enqueue_many(messages(3, 5))
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut sent = 0;
+        for id in &ids {
+            if outbox.get(*id).await.expect("get").expect("present").state == State::Sent {
+                sent += 1;
+            }
+        }
+        if sent == ids.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "not delivered after the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, "TERM");
+    let status = child.wait().await.expect("status");
+    assert_eq!(status.code(), Some(0));
+}

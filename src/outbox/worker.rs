@@ -195,6 +195,8 @@ impl Worker {
         // Claimed ahead of the free slots, with when they were claimed (see PREFETCH).
         let mut ready: VecDeque<(Instant, Claimed)> = VecDeque::new();
         let mut stopping = false;
+        // An error that ends the run once the deliveries in flight are recorded.
+        let mut failure: Option<OutboxError> = None;
         // The claim under way, if any (one at a time).
         let mut claiming: Option<JoinHandle<Result<Vec<Claimed>, OutboxError>>> = None;
         // The last claim found nothing due: wait for a delivery to end or the next due time.
@@ -263,12 +265,13 @@ impl Worker {
                 }
             }
             let wait = if idle && claiming.is_none() && ready.is_empty() && budget > 0 {
-                match self.outbox.next_due().await? {
-                    Some(t) => t
+                // A failed look only costs a full poll interval.
+                match self.outbox.next_due().await {
+                    Ok(Some(t)) => t
                         .duration_since(SystemTime::now())
                         .unwrap_or(Duration::ZERO)
                         .min(self.options.poll),
-                    None => self.options.poll,
+                    Ok(None) | Err(_) => self.options.poll,
                 }
             } else {
                 // A finished delivery or claim (or shutdown) is what changes anything.
@@ -278,7 +281,21 @@ impl Worker {
                 () = &mut shutdown => stopping = true,
                 done = claim_done(&mut claiming) => {
                     claiming = None;
-                    let claimed = done?;
+                    let claimed = match done {
+                        Ok(claimed) => claimed,
+                        // A busy database or a lost connection: try again after a pause.
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!("outbox: claiming failed for now: {e}");
+                            idle = true;
+                            continue;
+                        }
+                        // Anything else ends the run, after the deliveries in flight.
+                        Err(e) => {
+                            failure = Some(e);
+                            stopping = true;
+                            continue;
+                        }
+                    };
                     idle = claimed.is_empty();
                     claimed_total += claimed.len() as u64;
                     let now = Instant::now();
@@ -313,7 +330,10 @@ impl Worker {
         for m in mailers {
             m.close().await;
         }
-        Ok(summary)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
     }
 
     /// Releases a claimed message that was not started; if that fails its lease ends by itself
