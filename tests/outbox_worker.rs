@@ -6,144 +6,17 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use smtpkit::message::Notification;
-use smtpkit::outbox::{ListFilter, NewMessage, Outbox, RecipientState, State};
-use smtpkit::provider::Config;
+use smtpkit::outbox::{ListFilter, RecipientState, State};
+use support::outbox_harness::{copies, drain, messages, open, signal, worker};
 use support::truth_server::{Behaviour, Point, Stall, TruthServer};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-/// A provider at `port` (plain text, no AUTH) and an outbox in `dir` with a 1 s lease and a
-/// quick backoff, so that takeovers and retries happen within a test.
+/// The shared config with the outbox in `outbox.db` next to it.
 fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let yaml = format!(
-        "providers:
-  email:
-    provider: email.smtp
-    config:
-      host: 127.0.0.1
-      port: {port}
-      from: sender@example.com
-      security: none
-      auth: none
-      timeouts: {{connect: 5s, greeting: 10s, command: 10s, data_start: 10s, data_block: 10s, data_end: 10s}}
-outbox:
-  url: sqlite://outbox.db
-  lease: 1s
-  max_age: 1h
-  backoff: {{initial: 100ms, max: 400ms}}
-"
-    );
-    let path = dir.join("smtpkit.yaml");
-    std::fs::write(&path, yaml).expect("write config");
-    path
-}
-
-async fn open(cfg: &Path) -> Outbox {
-    let config = Config::from_file(cfg).expect("config");
-    Outbox::open(&config.outbox_settings())
-        .await
-        .expect("open outbox")
-}
-
-/// `n` messages to two recipients each; about one in five has a recipient the server refuses
-/// with 450 the first time (`later…`).
-fn messages(n: usize, seed: u64) -> Vec<NewMessage> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let from: smtpkit::message::Mailbox = "sender@example.com".parse().expect("from");
-    (0..n)
-        .map(|i| {
-            let second = if rng.u8(..5) == 0 {
-                format!("later{i}@example.com")
-            } else {
-                format!("b{i}@example.com")
-            };
-            let built = Notification::new(format!("message {i}"))
-                .to(format!("a{i}@example.com").parse().expect("a"))
-                .to(second.parse().expect("b"))
-                .text(format!("body of message {i}"))
-                .build(&from)
-                .expect("build");
-            NewMessage::from_built("email", &built, None)
-        })
-        .collect()
-}
-
-fn worker(cfg: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_smtpkit"))
-        .args(["worker", "--config"])
-        .arg(cfg)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the worker")
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("running");
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{name} {pid}");
-}
-
-/// Runs `worker --until-empty` until nothing is queued, deferred or leased (bounded).
-async fn drain(cfg: &Path, outbox: &Outbox) {
-    let end = tokio::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let stats = outbox.stats().await.expect("stats");
-        let open: u64 = [State::Queued, State::Deferred, State::Sending]
-            .iter()
-            .map(|s| stats.by_state.get(s).copied().unwrap_or(0))
-            .sum();
-        if open == 0 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < end, "not drained: {stats:?}");
-        let out = worker(cfg, &["--until-empty", "--concurrency", "4"])
-            .wait_with_output()
-            .await
-            .expect("worker");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Leases of killed workers expire after 1 s; deferred ones come due within 400 ms.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Copies the server stored, per (Message-ID, recipient).
-fn copies(server: &TruthServer) -> HashMap<(String, String), usize> {
-    let mut map = HashMap::new();
-    for stored in server.truth().stored {
-        let text = stored.text();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Message-ID: "))
-            .map(|v| {
-                v.trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_owned()
-            })
-            .expect("a Message-ID");
-        for r in &stored.rcpts {
-            *map.entry((id.clone(), r.clone())).or_insert(0) += 1;
-        }
-    }
-    map
+    support::outbox_harness::write_config(dir, port, "sqlite://outbox.db")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

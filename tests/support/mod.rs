@@ -5,6 +5,8 @@ pub mod certs;
 pub mod fault_server;
 pub mod mock;
 pub mod oauth_world;
+#[cfg(feature = "outbox")]
+pub mod outbox_harness;
 pub mod postfix_smtpd;
 #[cfg(feature = "outbox-postgres")]
 pub mod postgres;
