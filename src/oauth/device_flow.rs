@@ -118,6 +118,9 @@ impl DeviceFlow {
     }
 
     /// RFC 8628 §3.1: asks for a device code and a user code (with the configured scope).
+    ///
+    /// Cancel safety: dropping the future abandons the request; an unused device code simply
+    /// expires at the identity provider.
     pub async fn start(&self) -> Result<DeviceAuthorization> {
         let mut form = Vec::new();
         if let Some(scope) = &self.endpoint.settings().scope {

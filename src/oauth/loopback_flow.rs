@@ -80,6 +80,9 @@ enum Callback {
 impl LoopbackFlow {
     /// Listens on `127.0.0.1:0` and prepares the authorization request: a fresh PKCE code
     /// verifier and `state`, the authorization URL with the S256 challenge.
+    ///
+    /// Cancel safety: dropping the future closes the listener if it was opened; nothing was
+    /// sent to the identity provider yet.
     pub async fn start(endpoint: TokenEndpoint) -> Result<LoopbackFlow> {
         let settings = endpoint.settings();
         let Some(authorize) = settings.authorization_url.clone() else {
