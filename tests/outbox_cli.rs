@@ -276,18 +276,18 @@ async fn outbox_migrate_applies_once_then_reports_the_current_version() {
     let first = smtpkit(&["outbox", "migrate", "--config", cfg, "--json"]).await;
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     let first = json(&first);
-    assert_eq!(first["applied"], serde_json::json!([1]), "{first}");
-    assert_eq!(first["version"], 1);
-    assert_eq!(first["latest"], 1);
+    assert_eq!(first["applied"], serde_json::json!([1, 2]), "{first}");
+    assert_eq!(first["version"], 2);
+    assert_eq!(first["latest"], 2);
     assert!(dir.path().join("smtpkit-outbox.db").is_file());
 
     let again = json(&smtpkit(&["outbox", "migrate", "--config", cfg, "--json"]).await);
     assert_eq!(again["applied"], serde_json::json!([]), "{again}");
-    assert_eq!(again["version"], 1);
+    assert_eq!(again["version"], 2);
 
     let text = smtpkit(&["outbox", "migrate", "--config", cfg]).await;
     assert_eq!(text.status.code(), Some(0), "{text:?}");
-    assert_eq!(String::from_utf8_lossy(&text.stdout), "schema version 1\n");
+    assert_eq!(String::from_utf8_lossy(&text.stdout), "schema version 2\n");
     assert!(String::from_utf8_lossy(&text.stderr).contains("up to date"));
 
     // --outbox names another database.
@@ -298,7 +298,7 @@ async fn outbox_migrate_applies_once_then_reports_the_current_version() {
         ])
         .await,
     );
-    assert_eq!(other["applied"], serde_json::json!([1]), "{other}");
+    assert_eq!(other["applied"], serde_json::json!([1, 2]), "{other}");
 }
 
 /// A free loopback port: bound, read, let go.

@@ -15,8 +15,10 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use smtpkit::delivery::{RateLimiter, RateLimits};
 use smtpkit::outbox::{
     ListFilter, NewMessage, Outbox, OutboxError, OutboxId, OutboxSettings, Outcome,
     RecipientOutcome, RecipientState, State,
@@ -729,16 +731,101 @@ async fn release_gives_a_message_back_untouched(backend: Backend) -> TestResult 
 async fn migrate_reports_what_it_applied_and_is_idempotent(backend: Backend) -> TestResult {
     let db = backend.database().await?;
     let first = Outbox::migrate(&db.settings()).await.unwrap();
-    assert_eq!(first.applied, [1]);
-    assert_eq!((first.version, first.latest), (1, 1));
+    assert_eq!(first.applied, [1, 2]);
+    assert_eq!((first.version, first.latest), (2, 2));
     let outbox = Outbox::open(&db.settings()).await.unwrap();
     assert!(outbox.migrated().applied.is_empty());
-    assert_eq!(outbox.migrated().version, 1);
+    assert_eq!(outbox.migrated().version, 2);
     outbox.enqueue(message(1)).await.unwrap();
     let again = Outbox::migrate(&db.settings()).await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.version, 1);
+    assert_eq!(again.version, 2);
     assert_eq!(outbox.stats().await.unwrap().total, 1);
+    Ok(())
+}
+
+/// A shared limiter per outbox handle (as each worker process has its own), three of them
+/// sending as fast as their limiters let them for 2.5 s with `per_second: 20`: together they
+/// never pass 20 in any window. Each counted locally, they would pass 60.
+async fn shared_rate_limits_hold_across_outboxes(backend: Backend) -> TestResult {
+    let db = backend.database().await?;
+    let limits = RateLimits {
+        per_second: 20,
+        ..RateLimits::default()
+    };
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let outbox = Outbox::open(&db.settings()).await.unwrap();
+        let limiter = RateLimiter::shared(limits, "email", Arc::new(outbox));
+        tasks.spawn(async move {
+            let mut uses = Vec::new();
+            while start.elapsed() < Duration::from_millis(2500) {
+                limiter.acquire().await;
+                uses.push(tokio::time::Instant::now());
+            }
+            uses
+        });
+    }
+    let mut uses: Vec<tokio::time::Instant> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        uses.extend(done.unwrap());
+    }
+    uses.sort_unstable();
+    // 900 ms windows: a use is timed just after its limiter let it go, maybe a little late.
+    let most = (0..uses.len())
+        .map(|i| {
+            uses[i..]
+                .iter()
+                .take_while(|t| t.duration_since(uses[i]) < Duration::from_millis(900))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most <= 20,
+        "{most} in one window of 900 ms, limit 20 per second"
+    );
+    assert!(uses.len() >= 20, "only {} uses in 2.5 s", uses.len());
+    eprintln!(
+        "{} uses in 2.5 s by 3 limiters, at most {most} in 900 ms",
+        uses.len()
+    );
+    Ok(())
+}
+
+/// A batch taken but not used is given back once its hold ends: with `per_minute: 30` one
+/// limiter takes a batch (3) and uses 1, and a second one then gets the other 29 at once, not
+/// after the minute the unused two would otherwise block.
+async fn unused_permits_are_given_back(backend: Backend) -> TestResult {
+    let db = backend.database().await?;
+    let limits = RateLimits {
+        per_minute: 30,
+        ..RateLimits::default()
+    };
+    let first = Outbox::open(&db.settings()).await.unwrap();
+    let second = Outbox::open(&db.settings()).await.unwrap();
+    let a = RateLimiter::shared(limits, "email", Arc::new(first));
+    let b = RateLimiter::shared(limits, "email", Arc::new(second));
+    let (waited, _) = a.acquire().await;
+    assert_eq!(waited, Duration::ZERO);
+    // The batch's hold is a tenth of the window, at most 1 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let took = tokio::time::timeout(Duration::from_secs(20), async {
+        for i in 0..29 {
+            let (waited, window) = b.acquire().await;
+            assert_eq!(
+                waited,
+                Duration::ZERO,
+                "unit {i} waited for the {window:?} window"
+            );
+        }
+    })
+    .await;
+    assert!(took.is_ok(), "the unused units were not given back");
+    // And the 31st waits: the limit is still the limit.
+    let over = tokio::time::timeout(Duration::from_millis(1500), a.acquire()).await;
+    assert!(over.is_err(), "a 31st unit in the minute was granted");
     Ok(())
 }
 
@@ -1326,18 +1413,18 @@ async fn several_openers_of_a_new_database_migrate_it_once() -> TestResult {
         Outbox::open(&s)
     );
     let opened = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
-    // Exactly one of them applied the migration; every one sees version 1.
+    // Exactly one of them applied the migrations; every one sees version 2.
     let applied: Vec<&[i64]> = opened
         .iter()
         .map(|o| o.migrated().applied.as_slice())
         .collect();
     assert_eq!(
-        applied.iter().filter(|a| **a == [1]).count(),
+        applied.iter().filter(|a| **a == [1, 2]).count(),
         1,
         "{applied:?}"
     );
     assert_eq!(applied.iter().filter(|a| a.is_empty()).count(), 3);
-    assert!(opened.iter().all(|o| o.migrated().version == 1));
+    assert!(opened.iter().all(|o| o.migrated().version == 2));
     for (i, o) in opened.iter().enumerate() {
         o.enqueue(message(i)).await.unwrap();
     }
@@ -1348,7 +1435,7 @@ async fn several_openers_of_a_new_database_migrate_it_once() -> TestResult {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     Ok(())
 }
 
@@ -1427,6 +1514,8 @@ fn main() -> std::process::ExitCode {
         concurrent_final_dot_marks_share_commits,
         migrate_reports_what_it_applied_and_is_idempotent,
         stats_count_per_provider,
+        shared_rate_limits_hold_across_outboxes,
+        unused_permits_are_given_back,
     ];
     trials.extend(on!["sqlite";
         files_that_are_not_outboxes_and_missing_directories_are_clear_errors,

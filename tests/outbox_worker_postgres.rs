@@ -195,7 +195,7 @@ async fn a_waiting_worker_is_woken_by_a_message_queued_elsewhere() -> TestResult
 }
 
 /// `smtpkit outbox migrate` on PostgreSQL: the first run creates the schema and applies
-/// version 1, the second applies nothing; both print version 1, and a worker started
+/// versions 1 and 2, the second applies nothing; both print version 2, and a worker started
 /// afterwards uses the migrated database.
 async fn outbox_migrate_on_postgres_applies_once() -> TestResult {
     let cluster = PgCluster::start("outbox_migrate_on_postgres_applies_once (PostgreSQL)")?;
@@ -218,11 +218,11 @@ async fn outbox_migrate_on_postgres_applies_once() -> TestResult {
         v
     };
     let first = migrate().await;
-    assert_eq!(first["applied"], serde_json::json!([1]), "{first}");
-    assert_eq!(first["version"], 1);
+    assert_eq!(first["applied"], serde_json::json!([1, 2]), "{first}");
+    assert_eq!(first["version"], 2);
     let again = migrate().await;
     assert_eq!(again["applied"], serde_json::json!([]), "{again}");
-    assert_eq!(again["version"], 1);
+    assert_eq!(again["version"], 2);
     let outbox = open(&cfg).await;
     assert!(outbox.migrated().applied.is_empty());
     assert_eq!(outbox.stats().await.expect("stats").total, 0);

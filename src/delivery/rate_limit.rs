@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::rate_ledger::{LedgerWindow, RateLedger};
+use super::shared_limit::SharedLimit;
+
 /// What a rate limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -141,7 +144,9 @@ impl Window {
 
 /// The limits of a provider, shared by every task sending through it (clones share them).
 /// Waiting is first come, first served, and is reported through `tracing` so it is never
-/// mysterious. The limits hold within one process.
+/// mysterious. Made with [`RateLimiter::new`], the limits hold within one process; made with
+/// [`RateLimiter::shared`], across every process using the same [`RateLedger`] (the outbox's
+/// workers).
 ///
 /// ```
 /// use smtpkit::delivery::{RateCount, RateLimiter, RateLimits};
@@ -159,24 +164,50 @@ pub struct RateLimiter {
     windows: Arc<Mutex<Vec<Window>>>,
     queue: Arc<tokio::sync::Mutex<()>>,
     limits: RateLimits,
+    shared: Option<Arc<SharedLimit>>,
 }
 
 impl RateLimiter {
-    /// A limiter for `limits`.
+    /// A limiter for `limits`, counting in this process.
     pub fn new(limits: RateLimits) -> RateLimiter {
-        let windows = [
-            Window::new(limits.per_second, Duration::from_secs(1), "second"),
-            Window::new(limits.per_minute, Duration::from_secs(60), "minute"),
-            Window::new(limits.per_hour, Duration::from_secs(3600), "hour"),
-            Window::new(limits.per_day, Duration::from_secs(86_400), "day"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let windows = windows_of(limits);
         RateLimiter {
             windows: Arc::new(Mutex::new(windows)),
             queue: Arc::new(tokio::sync::Mutex::new(())),
             limits,
+            shared: None,
+        }
+    }
+
+    /// A limiter for `limits` of `provider` whose counts live in `ledger`, shared with every
+    /// other process using it: permits are taken there in small batches (a tenth of the
+    /// smallest limit, at most 20), each usable for a tenth of the shortest window (50 ms to
+    /// 1 s) and then settled, so the windows stay maxima across all the processes.
+    pub fn shared(
+        limits: RateLimits,
+        provider: impl Into<String>,
+        ledger: Arc<dyn RateLedger>,
+    ) -> RateLimiter {
+        let windows = windows_of(limits);
+        let ledger_windows = windows
+            .iter()
+            .map(|w| {
+                (
+                    LedgerWindow {
+                        length: w.length,
+                        limit: w.limit,
+                    },
+                    w.name,
+                )
+            })
+            .collect();
+        let shared = (!windows.is_empty())
+            .then(|| Arc::new(SharedLimit::new(ledger, provider.into(), ledger_windows)));
+        RateLimiter {
+            windows: Arc::new(Mutex::new(windows)),
+            queue: Arc::new(tokio::sync::Mutex::new(())),
+            limits,
+            shared,
         }
     }
 
@@ -216,6 +247,9 @@ impl RateLimiter {
         }
         // One waiter at a time, in arrival order (tokio's Mutex is fair).
         let _turn = self.queue.lock().await;
+        if let Some(shared) = &self.shared {
+            return Ok(shared.acquire(units).await);
+        }
         let started = Instant::now();
         let mut held_by = None;
         loop {
@@ -251,6 +285,19 @@ impl RateLimiter {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The limited windows of `limits`, shortest first.
+fn windows_of(limits: RateLimits) -> Vec<Window> {
+    [
+        Window::new(limits.per_second, Duration::from_secs(1), "second"),
+        Window::new(limits.per_minute, Duration::from_secs(60), "minute"),
+        Window::new(limits.per_hour, Duration::from_secs(3600), "hour"),
+        Window::new(limits.per_day, Duration::from_secs(86_400), "day"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[cfg(test)]

@@ -13,19 +13,33 @@ use super::record::Migrated;
 pub(crate) type Migrations = &'static [(i64, &'static str, &'static str)];
 
 /// Every SQLite migration, in order.
-pub(crate) const SQLITE: Migrations = &[(
-    1,
-    "outbox",
-    include_str!("../../migrations/sqlite/0001_outbox.sql"),
-)];
+pub(crate) const SQLITE: Migrations = &[
+    (
+        1,
+        "outbox",
+        include_str!("../../migrations/sqlite/0001_outbox.sql"),
+    ),
+    (
+        2,
+        "rate grants",
+        include_str!("../../migrations/sqlite/0002_rate_grants.sql"),
+    ),
+];
 
 /// Every PostgreSQL migration, in order.
 #[cfg(feature = "outbox-postgres")]
-pub(crate) const POSTGRES: Migrations = &[(
-    1,
-    "outbox",
-    include_str!("../../migrations/postgres/0001_outbox.sql"),
-)];
+pub(crate) const POSTGRES: Migrations = &[
+    (
+        1,
+        "outbox",
+        include_str!("../../migrations/postgres/0001_outbox.sql"),
+    ),
+    (
+        2,
+        "rate grants",
+        include_str!("../../migrations/postgres/0002_rate_grants.sql"),
+    ),
+];
 
 /// Embedded migrations as a sqlx migration source.
 #[derive(Debug)]

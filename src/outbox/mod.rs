@@ -40,6 +40,8 @@ mod outbox;
 #[cfg(feature = "outbox-postgres")]
 mod postgres;
 #[cfg(feature = "outbox")]
+mod rate_grants;
+#[cfg(feature = "outbox")]
 mod record;
 #[cfg(feature = "outbox")]
 mod rules;

@@ -348,6 +348,10 @@ impl Outbox {
         self.inner.store.counters()
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
     async fn hot(&self, op: HotOp) -> Result<HotDone, OutboxError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || OutboxError::Io {

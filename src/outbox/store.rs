@@ -13,6 +13,7 @@ use super::error::OutboxError;
 use super::record::{
     Claimed, Enqueued, ListFilter, NewMessage, OutboxId, Outcome, QueuedMessage, State, Stats,
 };
+use crate::delivery::{PermitAnswer, PermitRequest, Settlement};
 
 /// A boxed, sendable future of a store operation.
 pub(crate) type StoreFuture<'a, T> =
@@ -102,6 +103,23 @@ pub(crate) trait Store: Send + Sync {
 
     /// The earliest time a message becomes claimable, if any is waiting.
     fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>>;
+
+    /// Settles `request.settle` and grants rate-limit permits to a worker (see
+    /// `delivery::rate_ledger` and `outbox::rate_grants`), in one transaction serialised per
+    /// provider. SQLite uses `now`; PostgreSQL its own clock.
+    fn take_permits(
+        &self,
+        request: PermitRequest,
+        now: SystemTime,
+    ) -> StoreFuture<'_, PermitAnswer>;
+
+    /// Gives back the unused units of a grant and ends it at `now` (or the database's clock).
+    fn settle_permits(
+        &self,
+        provider: String,
+        settlement: Settlement,
+        now: SystemTime,
+    ) -> StoreFuture<'_, ()>;
 
     /// The group-commit counters so far.
     fn counters(&self) -> CommitCounters;

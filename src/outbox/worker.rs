@@ -15,7 +15,7 @@ use super::error::OutboxError;
 use super::record::{Claimed, OutboxId, Outcome, RecipientOutcome, RecipientState};
 use super::Outbox;
 use crate::client::{with_final_dot_gate, Envelope, FinalDotGate, GateFuture};
-use crate::delivery::{DeliveryError, DeliveryReport, RecipientStatus};
+use crate::delivery::{DeliveryError, DeliveryReport, RateLimiter, RateLimits, RecipientStatus};
 use crate::error::{Error, ErrorKind, Stage};
 use crate::proto::{Address, ReversePath};
 use crate::provider::{Config, Mailer, RouteTable};
@@ -113,6 +113,9 @@ pub struct Worker {
     options: WorkerOptions,
     id: String,
     mailers: Mutex<HashMap<String, Result<Mailer, String>>>,
+    /// One limiter per provider, whatever notify step names it, counting in the outbox's
+    /// database with every other worker's.
+    limiters: Mutex<HashMap<String, RateLimiter>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -165,6 +168,7 @@ impl Worker {
             options,
             id,
             mailers: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
         }
     }
 
@@ -355,9 +359,21 @@ impl Worker {
                 // A notify step names its providers in order, joined with commas.
                 let ids: Vec<&str> = provider.split(',').map(str::trim).collect();
                 RouteTable::build(&self.config, &ids, None)
+                    .map(|table| table.with_rate_limiters(|id, limits| self.limiter(id, limits)))
                     .and_then(|table| table.mailer(&ids))
                     .map_err(|e| e.to_string())
             })
+            .clone()
+    }
+
+    /// The provider's rate limiter, shared by every mailer of this worker and counted in the
+    /// outbox's database, so the limits hold across every worker sharing the outbox.
+    fn limiter(&self, provider: &str, limits: RateLimits) -> RateLimiter {
+        self.limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(provider.to_owned())
+            .or_insert_with(|| RateLimiter::shared(limits, provider, Arc::new(self.outbox.clone())))
             .clone()
     }
 

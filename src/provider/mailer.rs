@@ -8,7 +8,7 @@ use super::config::{AuthSetting, Config, ProviderConfig, SmtpSettings};
 use super::error::ConfigError;
 use crate::client::{ClientOptions, Credentials, Envelope, SecretSource, Sender, Sent, Transcript};
 use crate::delivery::{
-    deliver, deliver_message, DeliveryError, DeliveryReport, Pool, RateLimiter, Route,
+    deliver, deliver_message, DeliveryError, DeliveryReport, Pool, RateLimiter, RateLimits, Route,
 };
 use crate::error::ErrorKind;
 use crate::message::{BuiltMessage, Notification};
@@ -182,6 +182,21 @@ impl RouteTable {
             routes.insert(id, built);
         }
         Ok(RouteTable { routes })
+    }
+
+    /// Replaces the rate limiter of every provider that has a `rate_limit` with
+    /// `make(provider id, limits)`: e.g. [`RateLimiter::shared`] on a ledger that other
+    /// processes use too, or one limiter shared by several tables.
+    pub fn with_rate_limiters(
+        mut self,
+        mut make: impl FnMut(&str, RateLimits) -> RateLimiter,
+    ) -> RouteTable {
+        for (id, built) in &mut self.routes {
+            if let Some(limiter) = &mut built.route.limiter {
+                *limiter = make(id, limiter.limits());
+            }
+        }
+        self
     }
 
     /// QUITs the idle sessions of every provider.

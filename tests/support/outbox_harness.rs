@@ -144,3 +144,17 @@ pub fn copies(server: &TruthServer) -> HashMap<(String, String), usize> {
     }
     map
 }
+
+/// [`write_config`] with `rate_limit` (a YAML flow mapping, e.g. `{per_second: 50}`) on the
+/// provider.
+pub fn write_config_with_rate_limit(dir: &Path, port: u16, url: &str, limit: &str) -> PathBuf {
+    let path = write_config(dir, port, url);
+    let yaml = std::fs::read_to_string(&path).expect("read config");
+    let yaml = yaml.replacen(
+        "      auth: none\n",
+        &format!("      auth: none\n      rate_limit: {limit}\n"),
+        1,
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}

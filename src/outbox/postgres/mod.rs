@@ -12,6 +12,7 @@
 //! at once (see [`Store::wait_for_work`]).
 
 mod errors;
+mod grants;
 mod rows;
 
 use std::collections::{HashMap, HashSet};
@@ -34,6 +35,7 @@ use super::record::{
 };
 use super::rules;
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store, StoreFuture};
+use crate::delivery::{PermitAnswer, PermitRequest, Settlement};
 use crate::provider::OutboxSettings;
 
 /// The schema holding the outbox's tables (and its `_sqlx_migrations`), set as the search path
@@ -886,6 +888,23 @@ impl Store for PostgresStore {
 
     fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>> {
         Box::pin(self.next_due_inner())
+    }
+
+    fn take_permits(
+        &self,
+        request: PermitRequest,
+        now: SystemTime,
+    ) -> StoreFuture<'_, PermitAnswer> {
+        Box::pin(self.take_permits_inner(request, now))
+    }
+
+    fn settle_permits(
+        &self,
+        provider: String,
+        settlement: Settlement,
+        now: SystemTime,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.settle_permits_inner(provider, settlement, now))
     }
 
     fn counters(&self) -> CommitCounters {

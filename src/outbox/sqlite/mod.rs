@@ -6,6 +6,7 @@
 //! lets run beside the writer.
 
 mod errors;
+mod grants;
 mod open;
 mod rows;
 
@@ -27,6 +28,7 @@ use super::record::{
 };
 use super::rules;
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store, StoreFuture};
+use crate::delivery::{PermitAnswer, PermitRequest, Settlement};
 use crate::provider::OutboxSettings;
 
 /// An outbox in an SQLite file.
@@ -941,6 +943,23 @@ impl Store for SqliteStore {
 
     fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>> {
         Box::pin(self.next_due_inner())
+    }
+
+    fn take_permits(
+        &self,
+        request: PermitRequest,
+        now: SystemTime,
+    ) -> StoreFuture<'_, PermitAnswer> {
+        Box::pin(self.take_permits_inner(request, now))
+    }
+
+    fn settle_permits(
+        &self,
+        provider: String,
+        settlement: Settlement,
+        now: SystemTime,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.settle_permits_inner(provider, settlement, now))
     }
 
     fn counters(&self) -> CommitCounters {

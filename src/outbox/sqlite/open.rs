@@ -18,7 +18,7 @@ const READERS: u32 = 2;
 
 /// The tables of an outbox database; a file with other tables and no migration table is not
 /// an outbox.
-const OWN_TABLES: &[&str] = &["_sqlx_migrations", "messages", "recipients"];
+const OWN_TABLES: &[&str] = &["_sqlx_migrations", "messages", "recipients", "rate_grants"];
 
 /// The two pools of an open outbox file.
 pub(super) struct Pools {
