@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use smtpkit::message::Notification;
+use smtpkit::oauth::TokenSource;
 use smtpkit::provider::{Config, Mailer};
 use support::certs::{Leaf, TestPki};
 use support::oauth_world::OAuthWorld;
@@ -181,6 +182,7 @@ async fn tokens_are_refreshed_ahead_of_expiry_not_per_message() -> TestResult {
     );
     let config = Config::from_file(&cfg).expect("config");
     let mailer = Mailer::new(&config, None).expect("mailer");
+    let counted_before = TokenSource::process_fetches().succeeded;
     let messages = 10;
     for n in 0..messages {
         let report = mailer.send(&notification(n)).await.expect("sent");
@@ -203,6 +205,12 @@ async fn tokens_are_refreshed_ahead_of_expiry_not_per_message() -> TestResult {
         distinct.len() as u64,
         fetches,
         "one token per fetch, used in turn"
+    );
+    // What `smtpkit worker --metrics` shows (other tests of this process may add theirs).
+    let counted = TokenSource::process_fetches().succeeded - counted_before;
+    assert!(
+        counted >= fetches,
+        "{counted} fetches counted, {fetches} made"
     );
     assert_eq!(
         stats["smtp_auth_failed"], 0,

@@ -428,6 +428,11 @@ async fn worker_metrics_show_the_deliveries_and_the_queue() {
         get(r#"smtpkit_delivery_duration_seconds_count{provider="email"}"#),
         4.0
     );
+    // No OAuth 2.0 here: the token fetch counters are there, at zero.
+    assert_eq!(
+        get(r#"smtpkit_oauth_token_fetches_total{result="ok"}"#),
+        0.0
+    );
     // Nothing waits: the oldest waiting message's age is 0.
     assert_eq!(get("smtpkit_outbox_oldest_queued_age_seconds"), 0.0);
     assert_eq!(server.truth().stored.len(), 3);

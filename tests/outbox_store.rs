@@ -725,6 +725,49 @@ async fn release_gives_a_message_back_untouched(backend: Backend) -> TestResult 
     Ok(())
 }
 
+/// `max_connections_per_provider: 2`: two workers' claims together lease at most two
+/// messages of a provider at once, the other provider's messages are not held back by it, and
+/// a recorded outcome or an ended lease frees a place.
+async fn claims_keep_to_max_connections_per_provider(backend: Backend) -> TestResult {
+    let db = backend.database().await?;
+    let settings = OutboxSettings {
+        max_connections_per_provider: Some(2),
+        lease: Duration::from_millis(600),
+        ..db.settings()
+    };
+    let a = Outbox::open(&settings).await.unwrap();
+    let b = Outbox::open(&settings).await.unwrap();
+    let mut messages: Vec<NewMessage> = (0..6).map(message).collect();
+    for m in &mut messages[4..] {
+        m.provider = "other".into();
+    }
+    a.enqueue_many(messages).await.unwrap();
+    let first = a.claim("wa", 10).await.unwrap();
+    let providers = |c: &[smtpkit::outbox::Claimed]| {
+        let mut p: Vec<String> = c.iter().map(|c| c.message.provider.clone()).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(providers(&first), ["email", "email", "other", "other"]);
+    assert!(b.claim("wb", 10).await.unwrap().is_empty(), "over the cap");
+    // One recorded: one more of "email" may go.
+    let done = &first[0].message;
+    let all_sent: Vec<(&str, RecipientOutcome)> = done
+        .recipients
+        .iter()
+        .map(|r| (r.address.as_str(), sent("250 ok")))
+        .collect();
+    a.record(done.id, "wa", outcome(&all_sent)).await.unwrap();
+    let second = b.claim("wb", 10).await.unwrap();
+    assert_eq!(providers(&second), ["email"]);
+    assert!(a.claim("wa", 10).await.unwrap().is_empty(), "over the cap");
+    // Leases that end free their places (those messages are taken again first).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let third = b.claim("wb", 10).await.unwrap();
+    assert_eq!(providers(&third), ["email", "email", "other", "other"]);
+    Ok(())
+}
+
 /// `Outbox::migrate` applies the schema to a new database and tells so; again, it applies
 /// nothing and reports the same version; an outbox opened with workers' data in it is left
 /// as it was.
@@ -1281,10 +1324,16 @@ async fn concurrent_final_dot_marks_share_commits(backend: Backend) -> TestResul
 fn the_outbox_block_of_the_configuration() {
     let config = Config::from_yaml_str(
         "outbox:\n  url: sqlite:///var/lib/smtpkit/q.db\n  max_age: 2d\n  lease: 30s\n  \
-         backoff: {initial: 10s, max: 5m}\n",
+         backoff: {initial: 10s, max: 5m}\n  max_connections_per_provider: 12\n",
     )
     .unwrap();
     let s = config.outbox_settings();
+    assert_eq!(s.max_connections_per_provider, Some(12));
+    assert_eq!(
+        OutboxSettings::default().max_connections_per_provider,
+        None,
+        "no cap unless asked"
+    );
     assert_eq!(s.url, "sqlite:///var/lib/smtpkit/q.db");
     assert_eq!(s.max_age, Duration::from_secs(2 * 86400));
     assert_eq!(s.lease, Duration::from_secs(30));
@@ -1315,6 +1364,11 @@ fn the_outbox_block_of_the_configuration() {
             "sqlite://",
         ),
         ("outbox: {lease: 0s}", "outbox.lease", "more than 0"),
+        (
+            "outbox: {max_connections_per_provider: 0}",
+            "outbox.max_connections_per_provider",
+            "expected 1 to 100000",
+        ),
     ] {
         let err = Config::from_yaml_str(yaml).unwrap_err();
         assert_eq!(err.path(), path, "{yaml}: {err}");
@@ -1516,6 +1570,7 @@ fn main() -> std::process::ExitCode {
         stats_count_per_provider,
         shared_rate_limits_hold_across_outboxes,
         unused_permits_are_given_back,
+        claims_keep_to_max_connections_per_provider,
     ];
     trials.extend(on!["sqlite";
         files_that_are_not_outboxes_and_missing_directories_are_clear_errors,

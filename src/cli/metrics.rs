@@ -8,7 +8,8 @@
 //!   queue numbers;
 //! - this worker's own deliveries, counted as they are recorded (`WorkerOptions::on_record`):
 //!   deliveries per provider and result, their latency, and the time they waited for rate
-//!   limits. These start at zero when the worker starts, as Prometheus counters do.
+//!   limits; and the OAuth 2.0 token fetches of the process (`TokenSource::process_fetches`).
+//!   These start at zero when the worker starts, as Prometheus counters do.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -48,6 +49,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     provider: String,
 }
@@ -67,6 +73,7 @@ pub struct Metrics {
     deliveries: Family<ResultLabels, Counter>,
     latency: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     rate_limit_wait: Family<ProviderLabels, Counter<f64, AtomicU64>>,
+    token_fetches: Family<TokenLabels, Counter>,
     /// When the queue numbers were last read; held while they are read and encoded.
     refreshed: Mutex<Option<Instant>>,
 }
@@ -112,6 +119,12 @@ impl Metrics {
             "Time this worker's deliveries waited for the provider's rate limit",
             rate_limit_wait.clone(),
         );
+        let token_fetches = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "smtpkit_oauth_token_fetches",
+            "OAuth 2.0 access tokens this worker fetched (result ok) or failed to fetch (error)",
+            token_fetches.clone(),
+        );
         Metrics {
             outbox,
             registry,
@@ -121,6 +134,7 @@ impl Metrics {
             deliveries,
             latency,
             rate_limit_wait,
+            token_fetches,
             refreshed: Mutex::new(None),
         }
     }
@@ -171,6 +185,13 @@ impl Metrics {
                     self.stats_errors.inc();
                 }
             }
+        }
+        let fetches = smtpkit::oauth::TokenSource::process_fetches();
+        for (result, total) in [("ok", fetches.succeeded), ("error", fetches.failed)] {
+            let counter = self.token_fetches.get_or_create(&TokenLabels {
+                result: result.to_owned(),
+            });
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
         let mut text = String::new();
         // Writing to a String does not fail.

@@ -45,4 +45,4 @@ pub use token_cache::TokenCache;
 pub use token_endpoint::{TokenEndpoint, TokenResponse};
 #[cfg(feature = "oauth2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
-pub use token_source::{TokenSource, TokenStatus};
+pub use token_source::{TokenFetches, TokenSource, TokenStatus};

@@ -160,6 +160,14 @@ impl TokenSource {
         Ok(Arc::new(source))
     }
 
+    /// Token fetches of every source in this process so far, for metrics.
+    pub fn process_fetches() -> TokenFetches {
+        TokenFetches {
+            succeeded: PROCESS_FETCHED.load(std::sync::atomic::Ordering::Relaxed),
+            failed: PROCESS_FAILED.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// The settings.
     pub fn settings(&self) -> &OAuth2Settings {
         self.inner.endpoint.settings()
@@ -199,7 +207,13 @@ impl TokenSource {
             if let Some(token) = inner.fresh() {
                 return Ok(token);
             }
-            inner.fetch().await
+            let fetched = inner.fetch().await;
+            let counter = match fetched {
+                Ok(_) => &PROCESS_FETCHED,
+                Err(_) => &PROCESS_FAILED,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            fetched
         });
         fetch.await.map_err(|e| {
             Error::new(
@@ -209,6 +223,19 @@ impl TokenSource {
             )
         })?
     }
+}
+
+/// Access tokens fetched (and fetches failed) by every [`TokenSource`] of the process.
+static PROCESS_FETCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static PROCESS_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Token fetches of the whole process ([`TokenSource::process_fetches`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenFetches {
+    /// Access tokens fetched from token endpoints.
+    pub succeeded: u64,
+    /// Fetches that failed (endpoint unreachable, refused, `invalid_grant`).
+    pub failed: u64,
 }
 
 impl Inner {

@@ -1,6 +1,7 @@
 //! The outbox's rules, the same for every backend: how an attempt's outcome changes the
 //! recipients, and which state (and next attempt) the message gets.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use super::record::{Outcome, RecipientOutcome, RecipientRecord, RecipientState, State};
@@ -52,6 +53,46 @@ pub(crate) fn apply_outcome(recipients: &mut [RecipientRecord], outcome: &Outcom
     changed
 }
 
+/// `outbox.max_connections_per_provider` at claim time: a claim takes a provider's message
+/// only while fewer than `cap` of its messages are leased (being sent, or claimed ahead by a
+/// worker), counted over every worker. Each delivery holds one session, so this bounds the
+/// sessions busy with a provider across all workers. Providers are counted as queued (a
+/// notify step's fallbacks joined with commas count as one).
+#[derive(Debug)]
+pub(crate) struct ProviderCap {
+    cap: u64,
+    busy: HashMap<String, u64>,
+}
+
+impl ProviderCap {
+    /// The cap, and the messages per provider under a live lease now.
+    pub(crate) fn new(cap: u32, busy: HashMap<String, u64>) -> ProviderCap {
+        ProviderCap {
+            cap: u64::from(cap),
+            busy,
+        }
+    }
+
+    /// Providers at the cap: the claim does not select their messages.
+    pub(crate) fn full(&self) -> Vec<String> {
+        self.busy
+            .iter()
+            .filter(|(_, n)| **n >= self.cap)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Counts one more message of `provider` if it is under the cap; false if it is not.
+    pub(crate) fn take(&mut self, provider: &str) -> bool {
+        let n = self.busy.entry(provider.to_owned()).or_insert(0);
+        if *n >= self.cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
 /// True when a message queued at `created_at` is older than `max_age` at `now`.
 pub(crate) fn past_max_age(created_at: SystemTime, now: SystemTime, max_age: Duration) -> bool {
     now.duration_since(created_at)
@@ -82,6 +123,21 @@ pub(crate) fn settle(
         (State::Failed, None)
     } else {
         (State::Sent, None)
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_at_its_cap_takes_nothing_more() {
+        let mut cap = ProviderCap::new(2, HashMap::from([("a".to_owned(), 1)]));
+        assert!(cap.full().is_empty());
+        assert!(cap.take("a"));
+        assert_eq!(cap.full(), ["a"]);
+        assert!(!cap.take("a"));
+        assert!(cap.take("b") && cap.take("b") && !cap.take("b"));
     }
 }
 

@@ -271,10 +271,12 @@ impl Worker {
             let wait = if idle && claiming.is_none() && ready.is_empty() && budget > 0 {
                 // A failed look only costs a full poll interval.
                 match self.outbox.next_due().await {
-                    Ok(Some(t)) => t
-                        .duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
-                        .min(self.options.poll),
+                    Ok(Some(t)) => match t.duration_since(SystemTime::now()) {
+                        Ok(until_due) => until_due.min(self.options.poll),
+                        // Due already, yet the claim found nothing: other workers hold it, or
+                        // its provider is at `max_connections_per_provider`.
+                        Err(_) => Duration::from_millis(50).min(self.options.poll),
+                    },
                     Ok(None) | Err(_) => self.options.poll,
                 }
             } else {

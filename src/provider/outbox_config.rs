@@ -6,7 +6,13 @@ use super::error::ConfigError;
 use super::outbox_settings::OutboxSettings;
 use super::yaml_node::Node;
 
-const OUTBOX_KEYS: &[&str] = &["url", "max_age", "lease", "backoff"];
+const OUTBOX_KEYS: &[&str] = &[
+    "url",
+    "max_age",
+    "lease",
+    "backoff",
+    "max_connections_per_provider",
+];
 const BACKOFF_KEYS: &[&str] = &["initial", "max"];
 
 /// The name of the outbox database file when the configuration names none.
@@ -37,6 +43,10 @@ pub(crate) fn parse_outbox(node: Node<'_, '_>) -> Result<OutboxSettings, ConfigE
         if let Some(v) = node.get(key) {
             *slot = positive(v.node(env))?;
         }
+    }
+    if let Some(v) = node.get("max_connections_per_provider") {
+        let n = v.node(env).number(1..=100_000)?;
+        s.max_connections_per_provider = Some(u32::try_from(n).unwrap_or(u32::MAX));
     }
     if let Some(backoff) = node.get("backoff") {
         let b = backoff.node(env);

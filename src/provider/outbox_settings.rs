@@ -33,6 +33,11 @@ pub struct OutboxSettings {
     pub backoff_initial: Duration,
     /// `backoff.max`: the longest wait between two attempts. Default 1 hour.
     pub backoff_max: Duration,
+    /// `max_connections_per_provider`: at most this many messages of one provider leased at
+    /// once over all the workers of the outbox (each being sent holds one session), whatever
+    /// each worker's `pool.max_connections`. Default none: each worker is bounded by its own
+    /// pool only.
+    pub max_connections_per_provider: Option<u32>,
 }
 
 impl Default for OutboxSettings {
@@ -43,6 +48,7 @@ impl Default for OutboxSettings {
             lease: Duration::from_secs(5 * 60),
             backoff_initial: Duration::from_secs(60),
             backoff_max: Duration::from_secs(60 * 60),
+            max_connections_per_provider: None,
         }
     }
 }
@@ -68,6 +74,10 @@ impl fmt::Debug for OutboxSettings {
             .field("lease", &self.lease)
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
+            .field(
+                "max_connections_per_provider",
+                &self.max_connections_per_provider,
+            )
             .finish()
     }
 }

@@ -33,7 +33,7 @@ use super::record::{
     from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, Migrated, NewMessage, OutboxId,
     QueuedMessage, RecipientRecord, RecipientState, State, Stats,
 };
-use super::rules;
+use super::rules::{self, ProviderCap};
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store, StoreFuture};
 use crate::delivery::{PermitAnswer, PermitRequest, Settlement};
 use crate::provider::OutboxSettings;
@@ -52,6 +52,10 @@ const POOL_SIZE: u32 = 8;
 /// The advisory lock key under which the schema is created and migrated, so that processes
 /// opening a new database at once do it once ("smtpkit" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0073_6d74_706b_6974;
+
+/// The advisory lock key under which claims run one at a time when
+/// `max_connections_per_provider` is set ("claim" in ASCII).
+const CLAIM_LOCK: i64 = 0x0063_6c61_696d;
 
 /// An outbox in a PostgreSQL database.
 pub(crate) struct PostgresStore {
@@ -378,17 +382,42 @@ impl PostgresStore {
         let now = unix_ms(now_time);
         let lease_until = now.saturating_add(ms(self.settings.lease));
         let mut tx = begin(&self.pool).await?;
+        let mut cap = match self.settings.max_connections_per_provider {
+            Some(limit) => {
+                // Claims count the leases and take more one at a time, so the cap holds.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CLAIM_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let busy = sqlx::query(
+                    "SELECT provider, COUNT(*) AS n FROM messages \
+                     WHERE state = 'sending' AND due_at > $1 GROUP BY provider",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(|r| (r.get("provider"), r.get::<i64, _>("n").unsigned_abs()))
+                .collect();
+                Some(ProviderCap::new(limit, busy))
+            }
+            None => None,
+        };
         // (id, interrupted after the final dot), in the order taken.
         let mut taken: Vec<(i64, bool)> = Vec::new();
         while taken.len() < request.max {
             let want = i64::try_from(request.max - taken.len()).unwrap_or(i64::MAX);
+            let full = cap.as_ref().map(ProviderCap::full).unwrap_or_default();
             let due = sqlx::query(
-                "SELECT id, state, created_at, final_dot FROM messages \
-                 WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at, id LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED",
+                "SELECT id, state, created_at, final_dot, provider FROM messages \
+                 WHERE due_at IS NOT NULL AND due_at <= $1 AND NOT (provider = ANY($3)) \
+                 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
             )
             .bind(now)
             .bind(want)
+            .bind(&full)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -397,6 +426,8 @@ impl PostgresStore {
             }
             let mut expired: Vec<i64> = Vec::new();
             let mut leased: Vec<i64> = Vec::new();
+            // A provider reached its cap in this batch: look again without it.
+            let mut at_cap = false;
             for row in &due {
                 let id: i64 = row.get("id");
                 let state: String = row.get("state");
@@ -406,6 +437,12 @@ impl PostgresStore {
                 {
                     expired.push(id);
                     continue;
+                }
+                if let Some(cap) = &mut cap {
+                    if !cap.take(row.get("provider")) {
+                        at_cap = true;
+                        continue;
+                    }
                 }
                 // Set only by a mark and cleared only by a record or an operator's retry.
                 let interrupted: bool = row.get("final_dot");
@@ -437,7 +474,7 @@ impl PostgresStore {
                 .await
                 .map_err(db_error)?;
             }
-            if expired.is_empty() {
+            if expired.is_empty() && !at_cap {
                 break;
             }
         }

@@ -26,7 +26,7 @@ use super::record::{
     from_unix_ms, unix_ms, Claimed, Enqueued, ListFilter, Migrated, NewMessage, OutboxId, Outcome,
     QueuedMessage, RecipientRecord, RecipientState, State, Stats,
 };
-use super::rules;
+use super::rules::{self, ProviderCap};
 use super::store::{ClaimRequest, CommitCounters, HotDone, HotOp, Store, StoreFuture};
 use crate::delivery::{PermitAnswer, PermitRequest, Settlement};
 use crate::provider::OutboxSettings;
@@ -368,24 +368,51 @@ impl SqliteStore {
         let lease_until = now.saturating_add(ms(self.settings.lease));
         let mut conn = self.writer(Sync::Normal).await?;
         let mut tx = begin(&mut conn).await?;
+        // The write lock makes claims take turns, so the cap holds.
+        let mut cap = match self.settings.max_connections_per_provider {
+            Some(limit) => {
+                let busy = sqlx::query(
+                    "SELECT provider, COUNT(*) AS n FROM messages \
+                     WHERE state = 'sending' AND due_at > ? GROUP BY provider",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(|r| (r.get("provider"), r.get::<i64, _>("n").unsigned_abs()))
+                .collect();
+                Some(ProviderCap::new(limit, busy))
+            }
+            None => None,
+        };
         // (id, interrupted after the final dot), in the order taken.
         let mut taken: Vec<(i64, bool)> = Vec::new();
         while taken.len() < request.max {
             let want = i64::try_from(request.max - taken.len()).unwrap_or(i64::MAX);
-            let due = sqlx::query(
-                "SELECT id, state, created_at, final_dot FROM messages \
-                 WHERE due_at IS NOT NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?",
-            )
-            .bind(now)
-            .bind(want)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            let full = cap.as_ref().map(ProviderCap::full).unwrap_or_default();
+            let sql = format!(
+                "SELECT id, state, created_at, final_dot, provider FROM messages \
+                 WHERE due_at IS NOT NULL AND due_at <= ? AND provider NOT IN ({}) \
+                 ORDER BY due_at, id LIMIT ?",
+                vec!["?"; full.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for provider in &full {
+                query = query.bind(provider);
+            }
+            let due = query
+                .bind(want)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
             if due.is_empty() {
                 break;
             }
             let mut expired: Vec<i64> = Vec::new();
             let mut leased: Vec<i64> = Vec::new();
+            // A provider reached its cap in this batch: look again without it.
+            let mut at_cap = false;
             for row in &due {
                 let id: i64 = row.get("id");
                 let state: String = row.get("state");
@@ -397,6 +424,12 @@ impl SqliteStore {
                 {
                     expired.push(id);
                     continue;
+                }
+                if let Some(cap) = &mut cap {
+                    if !cap.take(row.get("provider")) {
+                        at_cap = true;
+                        continue;
+                    }
                 }
                 // Set only by a mark and cleared only by a record or an operator's retry: a
                 // lease that ended (or was given back) after a final `.` may have left.
@@ -430,7 +463,7 @@ impl SqliteStore {
                 .await
                 .map_err(db_error)?;
             }
-            if expired.is_empty() {
+            if expired.is_empty() && !at_cap {
                 break;
             }
         }
