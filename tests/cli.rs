@@ -473,8 +473,10 @@ async fn check_walks_every_step() {
     let out = smtpkit(&["check", "--config", &cfg]).await;
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
+    let at = format!("at 127.0.0.1:{} in", server.port());
     for step in [
         "✓ connect",
+        at.as_str(),
         "✓ greeting",
         "✓ EHLO         mock.test: PIPELINING, SIZE 1000000",
         "✓ AUTH",

@@ -1063,9 +1063,15 @@ async fn transcript_shows_both_sides_escaped() {
         .expect("connects");
     conn.noop().await.expect("noop");
     conn.quit().await.expect("quit");
+    let port = server.port();
     server.finish().await.assert_ok();
+    let mut lines = lines.lines();
+    // First the address connected to (RFC 8305: every address tried is noted).
+    let connected = lines.remove(0);
+    let expected = format!("* connect 127.0.0.1:{port} connected in ");
+    assert!(connected.starts_with(&expected), "{connected}");
     assert_eq!(
-        lines.lines(),
+        lines,
         [
             "S: 220 mock.test ESMTP",
             "C: EHLO client.test",

@@ -246,7 +246,9 @@ fn error_messages_name_the_path_and_what_is_wrong() {
         (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp..example.com")), "providers.email.config.host: \"smtp..example.com\" is not a host name or IP address: it has an empty label"),
         (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp://smtp.example.com")), "providers.email.config.host: \"smtp://smtp.example.com\" is not a host name or IP address: write the host name alone, without `smtp://`"),
         (provider_yaml(&BASE.replace("host: smtp.example.com", "host: smtp.example.com:587")), "providers.email.config.host: \"smtp.example.com:587\" is not a host name or IP address: write the port under `port`"),
-        (provider_yaml(&BASE.replace("host: smtp.example.com", "host: \"[::1]\"")), "providers.email.config.host: \"[::1]\" is not a host name or IP address: write the IPv6 address without brackets: ::1"),
+        (provider_yaml(&format!("{BASE}\nsource_address: 192.0.2")), "providers.email.config.source_address: \"192.0.2\" is not an IP address"),
+        (provider_yaml(&format!("{BASE}\nconnect_attempt_delay: 5ms")), "providers.email.config.connect_attempt_delay: must be from 10ms to 2s"),
+        (provider_yaml(&format!("{BASE}\nconnect_attempt_delay: 3s")), "providers.email.config.connect_attempt_delay: must be from 10ms to 2s"),
         (provider_yaml(&format!("{BASE}\nhelo_name: bad name")), "providers.email.config.helo_name: EHLO name \"bad name\" is not valid"),
         ("version: \"2.0\"\n".into(), "version: unsupported version \"2.0\""),
         ("versoin: \"1.0\"\n".into(), "versoin: unknown key `versoin`; did you mean `version`?"),
@@ -263,6 +265,30 @@ fn error_messages_name_the_path_and_what_is_wrong() {
         assert!(
             e.starts_with(expected),
             "expected {expected:?}\n     got {e:?}\nfor:\n{yaml}"
+        );
+    }
+}
+
+/// IPv6 literals in `host`, in brackets or bare; `source_address` and `connect_attempt_delay`
+/// reach the client options.
+#[test]
+fn network_keys_reach_the_client_options() {
+    for host in ["\"[2001:db8::1]\"", "\"2001:db8::1\""] {
+        let yaml = provider_yaml(&format!(
+            "{}\nsource_address: \"[2001:db8::10]\"\nconnect_attempt_delay: 100ms",
+            BASE.replace("smtp.example.com", host)
+        ));
+        let config = parse(&yaml).unwrap_or_else(|e| panic!("{host}: {e}"));
+        let smtp = &config.provider(None).expect("one").smtp;
+        assert_eq!(smtp.host, "2001:db8::1", "{host}");
+        let options = smtp.client_options().expect("options");
+        assert_eq!(
+            options.source_address,
+            Some("2001:db8::10".parse().expect("ip"))
+        );
+        assert_eq!(
+            options.attempt_delay,
+            Some(std::time::Duration::from_millis(100))
         );
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use smtpkit::client::{Connection, Greeted, Security, TlsInfo};
+use smtpkit::client::{AttemptOutcome, Connection, Greeted, Security, TlsInfo};
 use smtpkit::provider::{Config, Mailer};
 use smtpkit::Error;
 
@@ -201,15 +201,27 @@ pub async fn run(args: CheckArgs) -> u8 {
             return fail(step, &err);
         }
     };
+    let attempts = greeted.connect_attempts();
+    let peer = attempts
+        .iter()
+        .find(|a| a.outcome == AttemptOutcome::Connected)
+        .map(|a| format!(" at {}", a.address))
+        .unwrap_or_default();
     ok(
         "connect",
         format!(
-            "{}:{} in {} ms",
+            "{}:{}{peer} in {} ms",
             settings.host,
             settings.port,
             started.elapsed().as_millis()
         ),
     );
+    // Several addresses raced (RFC 8305): how each one ended.
+    if attempts.len() > 1 {
+        for a in attempts {
+            out!("    tried {a}");
+        }
+    }
     if let Some(info) = greeted.tls_info() {
         print_tls("TLS", info);
     }

@@ -6,11 +6,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use super::happy_eyeballs::{self, AttemptOutcome, ConnectAttempt, DEFAULT_ATTEMPT_DELAY};
 use super::options::{host_client_name, ClientOptions};
 use super::stream::Stream;
 use super::tls::{Security, TlsInfo};
 use super::tls_probe::{speaks_tls, PROBE_AFTER};
-use super::transcript::{record, Direction, Transcript};
+use super::transcript::{record, record_note, Direction, Transcript};
 use super::wire::Wire;
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::proto::{Capabilities, ClientName, Command, Reply, ReplyCode};
@@ -18,37 +19,105 @@ use crate::proto::{Capabilities, ClientName, Command, Reply, ReplyCode};
 /// How long QUIT may take when closing a session that is being dropped anyway.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 
-/// Opens a TCP connection with TCP_NODELAY set. Without it, Nagle's algorithm and delayed ACKs
-/// add ~40 ms to every pipelined command group.
+/// Opens a TCP connection to `host:port` with TCP_NODELAY set (without it, Nagle's algorithm
+/// and delayed ACKs add ~40 ms to every pipelined command group): the options' `addresses`, or
+/// the host's, raced as RFC 8305 says (see `happy_eyeballs`), from `source_address` when set,
+/// all within the `connect` timeout. Every attempt is noted in the transcript.
 ///
-/// The host name is resolved first, within the same `limit` as the connection, so that a name
-/// that does not resolve ([`ErrorKind::HostNotFound`], not retried) is told apart from a server
-/// that cannot be reached ([`ErrorKind::Connect`], retried).
-pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Result<TcpStream> {
+/// The host name is resolved first, within the same limit, so that a name that does not
+/// resolve ([`ErrorKind::HostNotFound`], not retried) is told apart from a server that cannot
+/// be reached ([`ErrorKind::Connect`], retried).
+pub(crate) async fn connect_tcp(
+    host: &str,
+    port: u16,
+    options: &ClientOptions,
+) -> Result<(TcpStream, Vec<ConnectAttempt>)> {
+    let limit = options.timeouts().connect;
     let deadline = Instant::now() + limit;
-    let addrs = resolve(host, port, deadline, limit).await?;
-    let stream = match timeout_at(deadline, TcpStream::connect(&addrs[..])).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            return Err(Error::new(
-                ErrorKind::Connect,
-                Stage::Connect,
-                format!("cannot connect to {host}:{port}: {e}"),
-            )
-            .with_source(e))
-        }
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                Stage::Connect,
-                format!("cannot connect to {host}:{port}: no answer within {limit:?}"),
-            ))
-        }
+    let host = bare_host(host);
+    let resolved = if options.addresses.is_empty() {
+        resolve(host, port, deadline, limit).await?
+    } else {
+        options.addresses.clone()
     };
-    stream
-        .set_nodelay(true)
-        .map_err(|e| Error::io(Stage::Connect, e))?;
-    Ok(stream)
+    let ordered = happy_eyeballs::order(&resolved, &options.recent_failures);
+    let delay = options.attempt_delay.unwrap_or(DEFAULT_ATTEMPT_DELAY);
+    let raced = happy_eyeballs::race(
+        &ordered,
+        options.source_address,
+        delay,
+        deadline,
+        &options.recent_failures,
+    )
+    .await;
+    if let Some(t) = &options.transcript {
+        for a in &raced.attempts {
+            record_note(t, &format!("connect {a}"));
+        }
+    }
+    if let Some(stream) = raced.stream {
+        return Ok((stream, raced.attempts));
+    }
+    let tried = |attempts: &[ConnectAttempt]| {
+        attempts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if raced.timed_out {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            Stage::Connect,
+            format!(
+                "cannot connect to {host}:{port}: no answer within {limit:?} ({})",
+                tried(&raced.attempts)
+            ),
+        ));
+    }
+    // Nothing tried: no address of the source address's family. Not retried: it will not change.
+    if raced
+        .attempts
+        .iter()
+        .all(|a| matches!(a.outcome, AttemptOutcome::Skipped(_)))
+    {
+        return Err(Error::new(
+            ErrorKind::HostNotFound,
+            Stage::Connect,
+            format!(
+                "cannot connect to {host}:{port}: {}; set `source_address` to an address of \
+                 the server's family, or remove it",
+                tried(&raced.attempts)
+            ),
+        ));
+    }
+    let message = match (&raced.last_error, raced.attempts.as_slice()) {
+        // One address: the error alone, as the operating system put it.
+        (Some(e), [_]) => format!("cannot connect to {host}:{port}: {e}"),
+        _ => format!(
+            "cannot connect to {host}:{port}: {}",
+            tried(&raced.attempts)
+        ),
+    };
+    let err = Error::new(ErrorKind::Connect, Stage::Connect, message);
+    Err(match raced.last_error {
+        Some(e) => err.with_source(e),
+        None => err,
+    })
+}
+
+/// `host` without the brackets of an IPv6 literal (`[2001:db8::1]` → `2001:db8::1`); any
+/// other host as it is.
+///
+/// ```
+/// assert_eq!(smtpkit::client::bare_host("[2001:db8::1]"), "2001:db8::1");
+/// assert_eq!(smtpkit::client::bare_host("smtp.example.com"), "smtp.example.com");
+/// ```
+pub fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        .unwrap_or(host)
 }
 
 /// The addresses of `host` (an IP address needs no lookup).
@@ -125,21 +194,33 @@ fn lookup_failed_for_now(e: &std::io::Error) -> bool {
     text.contains("temporary failure") || text.contains("try again")
 }
 
+/// A stream opened under a session.
+pub(crate) struct Opened {
+    pub(crate) stream: Box<dyn Stream>,
+    /// The local address, when known (for the EHLO name).
+    pub(crate) local: Option<SocketAddr>,
+    /// The addresses tried, for a direct TCP connection.
+    pub(crate) attempts: Vec<ConnectAttempt>,
+}
+
 /// Opens the stream under a session: the options' connector, else TCP with TCP_NODELAY.
-/// Returns the local address when it is known (for the EHLO name).
-pub(crate) async fn open_stream(
-    host: &str,
-    port: u16,
-    options: &ClientOptions,
-) -> Result<(Box<dyn Stream>, Option<SocketAddr>)> {
+pub(crate) async fn open_stream(host: &str, port: u16, options: &ClientOptions) -> Result<Opened> {
     let limit = options.timeouts().connect;
     let Some(connector) = &options.connector else {
-        let stream = connect_tcp(host, port, limit).await?;
+        let (stream, attempts) = connect_tcp(host, port, options).await?;
         let local = stream.local_addr().ok();
-        return Ok((Box::new(stream), local));
+        return Ok(Opened {
+            stream: Box::new(stream),
+            local,
+            attempts,
+        });
     };
     match timeout(limit, connector.connect(host, port)).await {
-        Ok(Ok(stream)) => Ok((stream, None)),
+        Ok(Ok(stream)) => Ok(Opened {
+            stream,
+            local: None,
+            attempts: Vec::new(),
+        }),
         Ok(Err(e)) => Err(Error::new(
             ErrorKind::Connect,
             Stage::Connect,
@@ -175,6 +256,7 @@ struct Session {
 /// cannot send mail.
 pub struct Greeted {
     session: Session,
+    attempts: Vec<ConnectAttempt>,
 }
 
 impl Greeted {
@@ -186,27 +268,31 @@ impl Greeted {
     /// connection: a port that answers a TLS ClientHello expects implicit TLS, which explains
     /// the silence, and the error says so at once instead of waiting out the greeting timeout.
     pub async fn open(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
-        let (stream, local) = open_stream(host, port, &options).await?;
+        let Opened {
+            stream,
+            local,
+            attempts,
+        } = open_stream(host, port, &options).await?;
         let server_name = options
             .tls_server_name
             .clone()
-            .unwrap_or_else(|| host.to_owned());
+            .unwrap_or_else(|| bare_host(host).to_owned());
         let probe_options = options.clone();
         let greeting_limit = options.timeouts().greeting;
         let greeted = Greeted::over(stream, local, server_name, None, options);
         tokio::pin!(greeted);
         if greeting_limit <= PROBE_AFTER {
-            return greeted.await;
+            return greeted.await.map(|g| g.with_attempts(attempts));
         }
         tokio::select! {
-            result = &mut greeted => return result,
+            result = &mut greeted => return result.map(|g| g.with_attempts(attempts)),
             () = tokio::time::sleep(PROBE_AFTER) => {}
         }
         tokio::select! {
-            result = &mut greeted => result,
+            result = &mut greeted => result.map(|g| g.with_attempts(attempts)),
             tls = speaks_tls(host, port, &probe_options) => {
                 if !tls {
-                    return greeted.await;
+                    return greeted.await.map(|g| g.with_attempts(attempts));
                 }
                 Err(Error::new(
                     ErrorKind::Protocol,
@@ -227,16 +313,22 @@ impl Greeted {
     pub async fn open_tls(host: &str, port: u16, options: ClientOptions) -> Result<Greeted> {
         let connector = options.tls_connector(Stage::Connect)?;
         let limit = options.timeouts().connect;
-        let (stream, local) = open_stream(host, port, &options).await?;
+        let Opened {
+            stream,
+            local,
+            attempts,
+        } = open_stream(host, port, &options).await?;
         let server_name = options
             .tls_server_name
             .clone()
-            .unwrap_or_else(|| host.to_owned());
+            .unwrap_or_else(|| bare_host(host).to_owned());
         let (stream, info) = connector
             .handshake(stream, &server_name, Stage::Connect, limit)
             .await?;
         note_tls(options.transcript.as_ref(), &info);
-        Greeted::over(stream, local, server_name, Some(info), options).await
+        Greeted::over(stream, local, server_name, Some(info), options)
+            .await
+            .map(|g| g.with_attempts(attempts))
     }
 
     /// Runs a session over any stream (an in-memory duplex, a stream you secured yourself)
@@ -310,12 +402,25 @@ impl Greeted {
                 tls,
                 secured_by_caller: false,
             },
+            attempts: Vec::new(),
         })
     }
 
     /// The server's `220` greeting.
     pub fn greeting(&self) -> &Reply {
         &self.session.greeting
+    }
+
+    /// The addresses tried to open this session's TCP connection and how each ended (the
+    /// last one connected); empty when a [`Connector`](super::Connector) opened the stream or
+    /// the session was made [from a stream](Greeted::from_stream).
+    pub fn connect_attempts(&self) -> &[ConnectAttempt] {
+        &self.attempts
+    }
+
+    fn with_attempts(mut self, attempts: Vec<ConnectAttempt>) -> Greeted {
+        self.attempts = attempts;
+        self
     }
 
     /// What the TLS handshake settled, for implicit TLS.
@@ -882,9 +987,10 @@ mod tests {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let stream = connect_tcp("127.0.0.1", port, Duration::from_secs(5))
+        let (stream, attempts) = connect_tcp("127.0.0.1", port, &ClientOptions::default())
             .await
             .expect("connects");
+        assert_eq!(attempts.len(), 1);
         assert!(
             stream.nodelay().expect("readable option"),
             "TCP_NODELAY must be set"
@@ -918,7 +1024,7 @@ mod tests {
     async fn a_name_that_does_not_resolve_is_host_not_found_and_not_transient() {
         // RFC 2606: `.invalid` never resolves. A machine whose resolver cannot answer at all
         // gets the transient kind instead; either way the error says it could not resolve.
-        let err = connect_tcp("nonexistent.invalid", 25, Duration::from_secs(30))
+        let err = connect_tcp("nonexistent.invalid", 25, &ClientOptions::default())
             .await
             .expect_err("does not resolve");
         assert!(

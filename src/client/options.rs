@@ -1,7 +1,11 @@
 //! What a client needs to know to open a session.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
 use super::auth::Credentials;
 use super::connector::SharedConnector;
+use super::happy_eyeballs::RecentFailures;
 use super::timeouts::Timeouts;
 use super::tls::{Security, TlsConnector};
 use super::transcript::Transcript;
@@ -49,8 +53,22 @@ pub struct ClientOptions {
     /// Send each command in lock-step even when the server offers PIPELINING (for
     /// measurements and for servers that announce it but get it wrong).
     pub disable_pipelining: bool,
-    /// How the byte stream to the server is opened; `None` is plain TCP with TCP_NODELAY.
+    /// How the byte stream to the server is opened; `None` is plain TCP with TCP_NODELAY,
+    /// to every address of the host in turn (Happy Eyeballs, RFC 8305).
     pub connector: Option<SharedConnector>,
+    /// The wait before the next address is tried while the previous attempt has neither
+    /// connected nor failed (RFC 8305's Connection Attempt Delay). `None`: 250 ms.
+    pub attempt_delay: Option<Duration>,
+    /// The local address connections are made from (bound before connecting): for a machine
+    /// with several addresses whose SPF records or firewall rules name one. Only the server's
+    /// addresses of the same family are tried.
+    pub source_address: Option<IpAddr>,
+    /// The server's addresses, tried in this order (families interleaved) instead of
+    /// resolving the host; the host still names the server for TLS. Empty: resolve.
+    pub addresses: Vec<SocketAddr>,
+    /// Addresses that failed lately, tried after the others for five minutes; shared by the
+    /// clones of these options (a provider's pool).
+    pub recent_failures: RecentFailures,
 }
 
 impl ClientOptions {

@@ -37,9 +37,10 @@ pub(crate) fn is_tls_record(bytes: &[u8]) -> bool {
 /// comes back. Any failure or silence is "not known to be TLS".
 pub(crate) async fn speaks_tls(host: &str, port: u16, options: &ClientOptions) -> bool {
     let probe = async {
-        let (mut stream, _) = super::connection::open_stream(host, port, options)
+        let mut stream = super::connection::open_stream(host, port, options)
             .await
-            .ok()?;
+            .ok()?
+            .stream;
         stream.write_all(&CLIENT_HELLO).await.ok()?;
         stream.flush().await.ok()?;
         let mut head = [0u8; 3];

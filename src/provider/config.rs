@@ -70,6 +70,11 @@ pub struct SmtpSettings {
     pub fallback: Vec<String>,
     /// `oauth2` (extension): XOAUTH2 with tokens from an identity provider instead of `pass`.
     pub oauth2: Option<crate::oauth::OAuth2Settings>,
+    /// `source_address` (extension): the local IP address connections are made from.
+    pub source_address: Option<std::net::IpAddr>,
+    /// `connect_attempt_delay` (extension): the wait before the server's next address is
+    /// tried while the previous attempt is still connecting (RFC 8305). Default 250 ms.
+    pub connect_attempt_delay: Option<std::time::Duration>,
 }
 
 /// What the `provider:` key said.
@@ -146,6 +151,8 @@ const SMTP_KEYS: &[&str] = &[
     "rate_limit",
     "fallback",
     "oauth2",
+    "source_address",
+    "connect_attempt_delay",
 ];
 const POOL_KEYS: &[&str] = &[
     "max_connections",
@@ -479,6 +486,8 @@ fn parse_smtp(node: Node<'_, '_>) -> Result<SmtpSettings, ConfigError> {
     let host_key = node.require("host", "the SMTP server host name")?;
     let host_node = host_key.node(env);
     let host = host_node.non_empty("host")?;
+    // An IPv6 literal may be written in brackets, as in a URL.
+    let host = crate::client::bare_host(&host).to_owned();
     if let Some(problem) = host_problem(&host) {
         return Err(host_node.error(format!(
             "{host:?} is not a host name or IP address: {problem}"
@@ -660,7 +669,38 @@ fn finish_smtp(
         .map(|f| f.node(env).strings())
         .transpose()?
         .unwrap_or_default();
+    let source_address = match node.get("source_address") {
+        None => None,
+        Some(a) => {
+            let a = a.node(env);
+            let text = a.string()?;
+            let ip = crate::client::bare_host(text.trim())
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| {
+                    a.error(format!(
+                        "{text:?} is not an IP address (like 192.0.2.10 or 2001:db8::10)"
+                    ))
+                })?;
+            Some(ip)
+        }
+    };
+    let connect_attempt_delay = match node.get("connect_attempt_delay") {
+        None => None,
+        Some(d) => {
+            let d = d.node(env);
+            let delay = d.duration()?;
+            // RFC 8305 §5: at least 10 ms; more than 2 s defeats the purpose.
+            if delay < std::time::Duration::from_millis(10)
+                || delay > std::time::Duration::from_secs(2)
+            {
+                return Err(d.error("must be from 10ms to 2s (RFC 8305 recommends 250ms)"));
+            }
+            Some(delay)
+        }
+    };
     Ok(SmtpSettings {
+        source_address,
+        connect_attempt_delay,
         pool,
         retry,
         rate_limit,
@@ -784,11 +824,6 @@ fn host_problem(host: &str) -> Option<String> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return None;
     }
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        if inner.parse::<std::net::Ipv6Addr>().is_ok() {
-            return Some(format!("write the IPv6 address without brackets: {inner}"));
-        }
-    }
     if let Some((scheme, _)) = host.split_once("://") {
         return Some(format!(
             "write the host name alone, without `{scheme}://` (the port goes under `port`)"
@@ -909,8 +944,9 @@ impl SmtpSettings {
                 _ => None,
             },
             allow_insecure_auth: self.allow_insecure_auth,
-            disable_pipelining: false,
-            connector: None,
+            source_address: self.source_address,
+            attempt_delay: self.connect_attempt_delay,
+            ..ClientOptions::default()
         })
     }
 }
