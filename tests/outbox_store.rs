@@ -401,7 +401,7 @@ async fn releasing_an_interrupted_message_keeps_its_final_dot_mark(backend: Back
     .unwrap();
     let id = outbox.enqueue(message(1)).await.unwrap().id;
     assert_eq!(outbox.claim("dead-worker", 1).await.unwrap().len(), 1);
-    outbox.mark_final_dot(id).await.unwrap();
+    outbox.mark_final_dot(id, "dead-worker").await.unwrap();
     let mut taken = Vec::new();
     wait_until("the lease to end", async || {
         taken.extend(outbox.claim("second", 1).await.unwrap());
@@ -434,7 +434,7 @@ async fn an_expired_lease_is_claimed_again_and_tells_whether_the_final_dot_was_m
     let first = outbox.claim("dead-worker", 10).await.unwrap();
     assert_eq!(first.len(), 2);
     assert!(first[0].message.lease_until.unwrap() > first[0].message.created_at);
-    outbox.mark_final_dot(marked).await.unwrap();
+    outbox.mark_final_dot(marked, "dead-worker").await.unwrap();
     let mut again = Vec::new();
     wait_until("the lease to end", async || {
         again.extend(outbox.claim("new-worker", 10).await.unwrap());
@@ -463,6 +463,18 @@ async fn an_expired_lease_is_claimed_again_and_tells_whether_the_final_dot_was_m
     assert!(third[0].interrupted_after_final_dot);
     assert!(!third[1].interrupted_after_final_dot);
     assert!(third.iter().all(|c| c.message.attempts == 3));
+    let unmarked_now = outbox.get(unmarked).await.unwrap().unwrap();
+    assert_eq!(unmarked_now.lease_owner.as_deref(), Some("third"));
+    // A worker whose lease was taken over may not mark its final `.` any more (it would
+    // write it while the new holder sends the message too): refused, nothing changes.
+    assert_eq!(
+        outbox.mark_final_dot(unmarked, "new-worker").await,
+        Err(OutboxError::LeaseLost(unmarked))
+    );
+    assert_eq!(
+        outbox.mark_final_dot(OutboxId(999), "third").await,
+        Err(OutboxError::NotFound(OutboxId(999)))
+    );
     // The dead worker's late record is refused and changes nothing.
     let late = outbox
         .record(
@@ -1024,7 +1036,7 @@ async fn reopening_keeps_everything(backend: Backend) -> TestResult {
             .map(|e| e.id)
             .collect();
         outbox.claim("w", 1).await.unwrap();
-        outbox.mark_final_dot(ids[0]).await.unwrap();
+        outbox.mark_final_dot(ids[0], "w").await.unwrap();
         outbox
             .record(
                 ids[0],
@@ -1264,7 +1276,7 @@ async fn concurrent_final_dot_marks_share_commits(backend: Backend) -> TestResul
         .iter()
         .map(|c| {
             let (o, id) = (outbox.clone(), c.message.id);
-            tokio::spawn(async move { o.mark_final_dot(id).await })
+            tokio::spawn(async move { o.mark_final_dot(id, "w").await })
         })
         .collect();
     for t in tasks {

@@ -59,12 +59,12 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Request>) {
         }
         // Records only: wait a moment for a final-dot mark to share its commit (see
         // RECORD_LINGER). A mark never waits.
-        if !batch.iter().any(|r| matches!(r.op, HotOp::FinalDot(_))) {
+        if !batch.iter().any(|r| matches!(r.op, HotOp::FinalDot { .. })) {
             let deadline = tokio::time::Instant::now() + RECORD_LINGER;
             while batch.len() < MAX_BATCH {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(request)) => {
-                        let mark = matches!(request.op, HotOp::FinalDot(_));
+                        let mark = matches!(request.op, HotOp::FinalDot { .. });
                         batch.push(request);
                         if mark {
                             while batch.len() < MAX_BATCH {

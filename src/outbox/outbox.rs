@@ -267,13 +267,20 @@ impl Outbox {
     /// server may have it. Group-committed: calls from many tasks at once share one
     /// transaction and one sync; this returns once the mark is durable.
     ///
-    /// [`OutboxError::LeaseLost`] when the message is not being sent (its lease was released
-    /// or recorded), [`OutboxError::NotFound`] when it is gone.
+    /// [`OutboxError::LeaseLost`] when `worker` no longer holds the message's lease (released,
+    /// recorded, or taken over by another worker after it ended: then the final `.` must not
+    /// be written, as the other worker may be sending the message too),
+    /// [`OutboxError::NotFound`] when it is gone.
     ///
     /// Cancel safety: a dropped call may or may not be recorded (the request may already be in
     /// a commit); the lease's outcome is decided by `record` either way.
-    pub async fn mark_final_dot(&self, id: OutboxId) -> Result<(), OutboxError> {
-        self.hot(HotOp::FinalDot(id)).await.map(|_| ())
+    pub async fn mark_final_dot(&self, id: OutboxId, worker: &str) -> Result<(), OutboxError> {
+        self.hot(HotOp::FinalDot {
+            id,
+            worker: worker.to_owned(),
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Applies the outcome of an attempt and ends `worker`'s lease; returns the message's new

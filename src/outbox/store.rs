@@ -30,8 +30,10 @@ pub(crate) struct ClaimRequest {
 /// One write of the hot path, group-committed with others (see `committer`).
 #[derive(Debug, Clone)]
 pub(crate) enum HotOp {
-    /// The final `.` of the message is about to be written.
-    FinalDot(OutboxId),
+    /// The final `.` of the message is about to be written by `worker`, which must still hold
+    /// its lease (a worker whose lease was taken over must not write it: the new holder may be
+    /// sending the message too).
+    FinalDot { id: OutboxId, worker: String },
     /// The outcome of an attempt.
     Record {
         id: OutboxId,

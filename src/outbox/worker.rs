@@ -131,18 +131,22 @@ impl std::fmt::Debug for Worker {
 struct MarkFinalDot {
     outbox: Outbox,
     id: OutboxId,
+    worker: String,
 }
 
 impl FinalDotGate for MarkFinalDot {
     fn before_final_dot(&self) -> GateFuture<'_> {
         Box::pin(async move {
-            self.outbox.mark_final_dot(self.id).await.map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    Stage::Body,
-                    format!("cannot record the message's progress in the outbox: {e}"),
-                )
-            })
+            self.outbox
+                .mark_final_dot(self.id, &self.worker)
+                .await
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Io,
+                        Stage::Body,
+                        format!("cannot record the message's progress in the outbox: {e}"),
+                    )
+                })
         })
     }
 }
@@ -401,6 +405,7 @@ impl Worker {
                         let gate = Arc::new(MarkFinalDot {
                             outbox: self.outbox.clone(),
                             id: message.id,
+                            worker: self.id.clone(),
                         });
                         let sent = with_final_dot_gate(
                             gate,

@@ -524,7 +524,7 @@ impl PostgresStore {
         let mut seen = HashSet::with_capacity(ops.len());
         let distinct = ops.iter().all(|op| {
             seen.insert(match op {
-                HotOp::FinalDot(id) | HotOp::Record { id, .. } => *id,
+                HotOp::FinalDot { id, .. } | HotOp::Record { id, .. } => *id,
             })
         });
         let results = if distinct {
@@ -559,20 +559,24 @@ impl PostgresStore {
     ) -> Result<Vec<Result<HotDone, OutboxError>>, OutboxError> {
         let now = unix_ms(now_time);
         let mut results: Vec<Option<Result<HotDone, OutboxError>>> = vec![None; ops.len()];
-        let marks: Vec<i64> = ops
+        let (marks, owners): (Vec<i64>, Vec<&str>) = ops
             .iter()
             .filter_map(|op| match op {
-                HotOp::FinalDot(id) => Some(id.0),
+                HotOp::FinalDot { id, worker } => Some((id.0, worker.as_str())),
                 HotOp::Record { .. } => None,
             })
-            .collect();
+            .unzip();
         if !marks.is_empty() {
+            // Only under the marking worker's own lease.
             let marked: HashSet<i64> = sqlx::query_scalar(
-                "UPDATE messages SET final_dot = TRUE, updated_at = $1 \
-                 WHERE id = ANY($2) AND state = 'sending' RETURNING id",
+                "UPDATE messages AS m SET final_dot = TRUE, updated_at = $1 \
+                 FROM unnest($2::BIGINT[], $3::TEXT[]) AS mark(id, owner) \
+                 WHERE m.id = mark.id AND m.lease_owner = mark.owner AND m.state = 'sending' \
+                 RETURNING m.id",
             )
             .bind(now)
             .bind(&marks)
+            .bind(&owners)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?
@@ -595,7 +599,7 @@ impl PostgresStore {
                     .collect()
             };
             for (op, result) in ops.iter().zip(results.iter_mut()) {
-                if let HotOp::FinalDot(id) = op {
+                if let HotOp::FinalDot { id, .. } = op {
                     *result = Some(if marked.contains(&id.0) {
                         Ok(HotDone::Marked)
                     } else if present.contains(&id.0) {
@@ -610,7 +614,7 @@ impl PostgresStore {
             .iter()
             .filter_map(|op| match op {
                 HotOp::Record { id, .. } => Some(id.0),
-                HotOp::FinalDot(_) => None,
+                HotOp::FinalDot { .. } => None,
             })
             .collect();
         if !ids.is_empty() {

@@ -514,7 +514,7 @@ impl SqliteStore {
         let mut seen = HashSet::with_capacity(ops.len());
         let distinct = ops.iter().all(|op| {
             seen.insert(match op {
-                HotOp::FinalDot(id) | HotOp::Record { id, .. } => *id,
+                HotOp::FinalDot { id, .. } | HotOp::Record { id, .. } => *id,
             })
         });
         let results = if distinct {
@@ -539,7 +539,9 @@ impl SqliteStore {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let result = match op {
-                HotOp::FinalDot(id) => mark_final_dot(&mut *conn, *id, now).await,
+                HotOp::FinalDot { id, worker } => {
+                    mark_final_dot(&mut *conn, *id, worker, now).await
+                }
                 HotOp::Record {
                     id,
                     worker,
@@ -573,28 +575,32 @@ impl SqliteStore {
     ) -> Result<Vec<Result<HotDone, OutboxError>>, OutboxError> {
         let now = unix_ms(now_time);
         let mut results: Vec<Option<Result<HotDone, OutboxError>>> = vec![None; ops.len()];
-        let marks: Vec<i64> = ops
+        let marks: Vec<(i64, &str)> = ops
             .iter()
             .filter_map(|op| match op {
-                HotOp::FinalDot(id) => Some(id.0),
+                HotOp::FinalDot { id, worker } => Some((id.0, worker.as_str())),
                 HotOp::Record { .. } => None,
             })
             .collect();
         if !marks.is_empty() {
-            // Ids are integers: written into the statement (at most MAX_BATCH of them).
-            let marked: HashSet<i64> = sqlx::query_scalar(&format!(
+            // Only under the marking worker's own lease (row values: SQLite 3.15).
+            let sql = format!(
                 "UPDATE messages SET final_dot = 1, updated_at = ? \
-                 WHERE id IN ({}) AND state = 'sending' RETURNING id",
-                id_list(&marks)
-            ))
-            .bind(now)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .collect();
+                 WHERE state = 'sending' AND (id, lease_owner) IN (VALUES {}) RETURNING id",
+                vec!["(?, ?)"; marks.len()].join(", ")
+            );
+            let mut query = sqlx::query_scalar(&sql).bind(now);
+            for (id, worker) in &marks {
+                query = query.bind(*id).bind(*worker);
+            }
+            let marked: HashSet<i64> = query
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .collect();
             for (op, result) in ops.iter().zip(results.iter_mut()) {
-                if let HotOp::FinalDot(id) = op {
+                if let HotOp::FinalDot { id, .. } = op {
                     *result = Some(if marked.contains(&id.0) {
                         Ok(HotDone::Marked)
                     } else {
@@ -610,7 +616,7 @@ impl SqliteStore {
             .iter()
             .filter_map(|op| match op {
                 HotOp::Record { id, .. } => Some(id.0),
-                HotOp::FinalDot(_) => None,
+                HotOp::FinalDot { .. } => None,
             })
             .collect();
         if !ids.is_empty() {
@@ -902,13 +908,16 @@ async fn state_of(conn: &mut SqliteConnection, id: OutboxId) -> Result<Option<St
 async fn mark_final_dot(
     conn: &mut SqliteConnection,
     id: OutboxId,
+    worker: &str,
     now: SystemTime,
 ) -> Result<HotDone, OutboxError> {
     let done = sqlx::query(
-        "UPDATE messages SET final_dot = 1, updated_at = ? WHERE id = ? AND state = 'sending'",
+        "UPDATE messages SET final_dot = 1, updated_at = ? \
+         WHERE id = ? AND state = 'sending' AND lease_owner = ?",
     )
     .bind(unix_ms(now))
     .bind(id.0)
+    .bind(worker)
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
