@@ -9,9 +9,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use smtpkit::message::Notification;
-use smtpkit::outbox::{NewMessage, Outbox, State};
+use smtpkit::outbox::{NewMessage, Outbox, State, Stats};
 use smtpkit::provider::Config;
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use super::truth_server::TruthServer;
 
@@ -85,6 +87,25 @@ pub fn worker(cfg: &Path, extra: &[&str]) -> Child {
         .expect("start the worker")
 }
 
+/// Reads a worker's stderr as it comes (a worker that logs a lot would otherwise block on a
+/// full pipe); the whole text once the worker has closed it. Take it before `wait`.
+pub fn read_stderr(child: &mut Child) -> JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Messages not settled yet: queued, deferred or leased.
+pub fn unsettled(stats: &Stats) -> u64 {
+    [State::Queued, State::Deferred, State::Sending]
+        .iter()
+        .map(|s| stats.by_state.get(s).copied().unwrap_or(0))
+        .sum()
+}
+
 pub fn signal(child: &Child, name: &str) {
     let pid = child.id().expect("running");
     let ok = std::process::Command::new("kill")
@@ -100,11 +121,7 @@ pub async fn drain(cfg: &Path, outbox: &Outbox) {
     let end = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
         let stats = outbox.stats().await.expect("stats");
-        let open: u64 = [State::Queued, State::Deferred, State::Sending]
-            .iter()
-            .map(|s| stats.by_state.get(s).copied().unwrap_or(0))
-            .sum();
-        if open == 0 {
+        if unsettled(&stats) == 0 {
             return;
         }
         assert!(tokio::time::Instant::now() < end, "not drained: {stats:?}");
