@@ -301,6 +301,47 @@ async fn implicit_tls_with_auth_plain() {
     );
 }
 
+/// Two sessions through one connector (as a pool's are): the second resumes the first's TLS
+/// session (rustls' in-memory cache on both sides), and says so in its `TlsInfo` and the
+/// transcript.
+#[tokio::test]
+async fn a_second_session_through_the_same_connector_resumes_tls() {
+    let pki = TestPki::new();
+    let session = || {
+        steps(vec![
+            vec![Step::TlsHandshake],
+            plain_ehlo(&["PIPELINING"]),
+            quit_ok(),
+        ])
+    };
+    let server =
+        MockServer::start_many_tls(vec![session(), session()], pki.server_config(Leaf::Valid))
+            .await;
+    let (opts, lines) = options(&pki, Security::Tls, false);
+    let mut resumed = Vec::new();
+    for _ in 0..2 {
+        let conn = Connection::connect("127.0.0.1", server.port(), opts.clone())
+            .await
+            .expect("tls");
+        let info = conn.tls_info().expect("implicit TLS").clone();
+        assert!(info.handshake > Duration::ZERO);
+        resumed.push(info.resumed);
+        conn.quit().await.expect("quit");
+    }
+    server.finish().await.assert_ok();
+    assert_eq!(
+        resumed,
+        [false, true],
+        "the first is full, the second resumed"
+    );
+    let noted = lines
+        .lines()
+        .iter()
+        .filter(|l| l.contains("(session resumed)"))
+        .count();
+    assert_eq!(noted, 1, "{:?}", lines.lines());
+}
+
 #[tokio::test]
 async fn certificate_problems_are_rejected_and_skip_verify_accepts_them() {
     let pki = TestPki::new();

@@ -44,6 +44,7 @@ fn main() -> std::process::ExitCode {
         xoauth2_accepts_the_token_and_answers_a_wrong_one_as_gmail_does,
         xoauth2_on_the_wire_json_challenge_empty_line_and_cancel,
         serve_xoauth2_with_python_smtplib_and_no_token_in_its_output,
+        bench_over_implicit_tls_and_starttls_with_auth_counts_handshakes,
     ])
 }
 
@@ -208,6 +209,41 @@ async fn implicit_tls_with_auth() -> TestResult {
     conn.quit().await.expect("quit");
     assert!(server.next_message().await.tls);
     server.stop().await;
+    Ok(())
+}
+
+/// `smtpkit bench --security tls|starttls --ca-file --auth` against the capture server: every
+/// message arrives over TLS, and the JSON counts one TLS handshake (full or resumed) per
+/// connection.
+async fn bench_over_implicit_tls_and_starttls_with_auth_counts_handshakes() -> TestResult {
+    for (implicit, security) in [(true, "tls"), (false, "starttls")] {
+        let mut server = start(true, implicit, true, ServerLimits::default()).await;
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+            .args(["bench", "--host", "127.0.0.1", "--port"])
+            .arg(server.port.to_string())
+            .args(["--security", security, "--ca-file"])
+            .arg(&server.ca_file)
+            .args(["--auth", "user:right-password", "--count", "12"])
+            .args(["--concurrency", "2", "--size", "600", "--json"])
+            .output()
+            .await
+            .expect("smtpkit bench");
+        let shown = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(0), "{security}: {shown}");
+        let json: serde_json::Value = serde_json::from_str(&shown).expect("one JSON object");
+        assert_eq!(json["sent"], 12, "{json}");
+        let connections = json["connections"].as_u64().expect("connections");
+        let full = json["tls_full_handshakes"].as_u64().expect("full");
+        let resumed = json["tls_resumed_handshakes"].as_u64().expect("resumed");
+        assert!(connections >= 1 && full >= 1, "{json}");
+        assert_eq!(full + resumed, connections, "{json}");
+        assert!(json["tls_full_handshake_ms"].as_f64().is_some(), "{json}");
+        assert!(!shown.contains("right-password"), "{shown}");
+        for _ in 0..12 {
+            assert!(server.next_message().await.tls, "{security}");
+        }
+        server.stop().await;
+    }
     Ok(())
 }
 

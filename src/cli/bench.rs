@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use smtpkit::client::{ClientOptions, Connection, Envelope, Security};
-use smtpkit::proto::{Address, ClientName};
+use smtpkit::client::{
+    ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector, TlsSettings,
+};
+use smtpkit::proto::{Address, ClientName, Secret};
 
 use super::delay_proxy;
 use super::exit;
@@ -31,7 +33,8 @@ pub enum Pipelining {
 #[command(after_help = "Example (Postfix's smtp-sink as the server):
   smtp-sink -u nobody 127.0.0.1:2525 256 &
   smtpkit bench --host 127.0.0.1 --port 2525 --count 20000 --concurrency 4 --size 2048
-  smtpkit bench --host 127.0.0.1 --port 2525 --count 500 --rtt 20 --json")]
+  smtpkit bench --host 127.0.0.1 --port 2525 --count 500 --rtt 20 --json
+  smtpkit bench --host localhost --port 4650 --security tls --ca-file ca.pem --concurrency 16")]
 pub struct BenchArgs {
     /// Server host.
     #[arg(long)]
@@ -58,9 +61,32 @@ pub struct BenchArgs {
     /// next message's commands, so one message costs one round trip (1 = no overlap).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// How sessions are protected: `none` (plain text), `tls` (implicit TLS) or `starttls`.
+    #[arg(long, value_enum, default_value = "none")]
+    pub security: BenchSecurity,
+    /// Trust the CA certificates in this PEM file (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Do not check the server's certificate (still encrypted).
+    #[arg(long)]
+    pub tls_skip_verify: bool,
+    /// Authenticate each session as USER:PASS (over TLS, or plain text with --security none).
+    #[arg(long, value_name = "USER:PASS")]
+    pub auth: Option<String>,
     /// Print exactly one JSON object on stdout, on success and on failure.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `smtpkit bench --security`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchSecurity {
+    /// Plain text.
+    None,
+    /// Implicit TLS (RFC 8314).
+    Tls,
+    /// STARTTLS (RFC 3207).
+    Starttls,
 }
 
 /// A message of about `size` bytes: a few headers and 76-character lines.
@@ -104,6 +130,46 @@ struct Tally {
     latencies: Vec<Duration>,
     errors: BTreeMap<String, usize>,
     connections: usize,
+    /// TLS handshake times of full and of resumed handshakes.
+    full_handshakes: Vec<Duration>,
+    resumed_handshakes: Vec<Duration>,
+}
+
+/// The client options of a bench run: security, trust and credentials as asked.
+fn bench_options(args: &BenchArgs) -> Result<ClientOptions, Failure> {
+    let security = match args.security {
+        BenchSecurity::None => Security::None,
+        BenchSecurity::Tls => Security::Tls,
+        BenchSecurity::Starttls => Security::StartTls,
+    };
+    let tls = TlsConnector::new(&TlsSettings {
+        skip_verify: args.tls_skip_verify,
+        ca_file: args.ca_file.clone(),
+    })
+    .map_err(|e| Failure::new("tls", "connect", e.message(), exit::CONFIG))?;
+    let credentials = match &args.auth {
+        None => None,
+        Some(pair) => {
+            let (user, pass) = pair.split_once(':').ok_or_else(|| {
+                Failure::new("usage", "arguments", "--auth takes USER:PASS", exit::USAGE)
+            })?;
+            Some(
+                Credentials::new(user, Secret::new(pass))
+                    .map_err(|e| Failure::new("usage", "arguments", e, exit::USAGE))?,
+            )
+        }
+    };
+    Ok(ClientOptions {
+        security,
+        // The certificate names the host asked for, not the delay proxy's address.
+        tls_server_name: Some(args.host.clone()),
+        tls: Some(tls),
+        allow_insecure_auth: security == Security::None,
+        credentials,
+        client_name: ClientName::new("bench.smtpkit.test").ok(),
+        disable_pipelining: args.pipelining == Pipelining::Off,
+        ..ClientOptions::default()
+    })
 }
 
 pub async fn run(args: BenchArgs) -> u8 {
@@ -147,11 +213,9 @@ pub async fn run(args: BenchArgs) -> u8 {
         },
         None => target,
     };
-    let options = ClientOptions {
-        security: Security::None,
-        client_name: ClientName::new("bench.smtpkit.test").ok(),
-        disable_pipelining: args.pipelining == Pipelining::Off,
-        ..ClientOptions::default()
+    let options = match bench_options(&args) {
+        Ok(o) => o,
+        Err(failure) => return failure.report(args.json),
     };
     let envelope = match Address::new("bench@smtpkit.test").and_then(|from| {
         Address::new("sink@smtpkit.test").and_then(|to| Envelope::new(from, vec![to]))
@@ -195,6 +259,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, usize> = BTreeMap::new();
             let mut connections = 0;
+            let mut handshakes: Vec<(bool, Duration)> = Vec::new();
             // Bounded: each turn takes up to `batch` of the `count` tickets. Batches only help
             // with PIPELINING, and must stay small enough to spread the work evenly.
             let even = (args.count / (args.concurrency * 8)).max(1);
@@ -206,6 +271,9 @@ pub async fn run(args: BenchArgs) -> u8 {
                     match Connection::connect(&host, port, options.clone()).await {
                         Ok(c) => {
                             connections += 1;
+                            if let Some(info) = c.tls_info() {
+                                handshakes.push((info.resumed, info.handshake));
+                            }
                             conn = Some(c);
                         }
                         Err(e) => {
@@ -256,6 +324,13 @@ pub async fn run(args: BenchArgs) -> u8 {
                     *t.errors.entry(k).or_default() += v;
                 }
                 t.connections += connections;
+                for (resumed, took) in handshakes {
+                    if resumed {
+                        t.resumed_handshakes.push(took);
+                    } else {
+                        t.full_handshakes.push(took);
+                    }
+                }
             }
         }));
     }
@@ -280,6 +355,12 @@ pub async fn run(args: BenchArgs) -> u8 {
     let p99 = percentile(&tally.latencies, 99.0);
     let cpu_us_per_msg = cpu.map(|c| c.as_secs_f64() * 1e6 / sent.max(1) as f64);
     let failed: usize = tally.errors.values().sum();
+    tally.full_handshakes.sort_unstable();
+    tally.resumed_handshakes.sort_unstable();
+    let median_ms =
+        |d: &[Duration]| (!d.is_empty()).then(|| percentile(d, 50.0).as_secs_f64() * 1e3);
+    let full_ms = median_ms(&tally.full_handshakes);
+    let resumed_ms = median_ms(&tally.resumed_handshakes);
     let code = if failed > 0 {
         exit::TEMP_FAIL
     } else {
@@ -304,6 +385,11 @@ pub async fn run(args: BenchArgs) -> u8 {
             "rtt_ms": args.rtt,
             "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
             "batch": args.batch,
+            "security": format!("{:?}", args.security).to_lowercase(),
+            "tls_full_handshakes": tally.full_handshakes.len(),
+            "tls_full_handshake_ms": full_ms,
+            "tls_resumed_handshakes": tally.resumed_handshakes.len(),
+            "tls_resumed_handshake_ms": resumed_ms,
         }));
     } else {
         out!(
@@ -315,6 +401,17 @@ pub async fn run(args: BenchArgs) -> u8 {
         );
         if let Some(cpu) = cpu_us_per_msg {
             out!("client CPU: {cpu:.1} µs per message (user+sys)");
+        }
+        if args.security != BenchSecurity::None {
+            let show = |n: usize, ms: Option<f64>| match ms {
+                Some(ms) => format!("{n} (median {ms:.2} ms)"),
+                None => n.to_string(),
+            };
+            out!(
+                "TLS handshakes: full {}, resumed {}",
+                show(tally.full_handshakes.len(), full_ms),
+                show(tally.resumed_handshakes.len(), resumed_ms)
+            );
         }
         for (kind, n) in &tally.errors {
             out!("  {n} × {kind}");

@@ -455,6 +455,9 @@ async fn quit_quietly(wire: &mut Wire, grace: Duration) {
 
 fn note_tls(transcript: Option<&Transcript>, info: &TlsInfo) {
     let mut line = format!("TLS established: {} {}", info.protocol, info.cipher_suite);
+    if info.resumed {
+        line.push_str(" (session resumed)");
+    }
     if !info.verified {
         line.push_str(" (certificate NOT verified: tls_skip_verify)");
     }

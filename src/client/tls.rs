@@ -243,6 +243,7 @@ impl TlsConnector {
             )
         })?;
         let connector = RustlsConnector::from(self.config.clone());
+        let started = std::time::Instant::now();
         let tls = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -281,6 +282,8 @@ impl TlsConnector {
                 .map(<[_]>::to_vec)
                 .unwrap_or_default(),
             verified: !self.skip_verify,
+            resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            handshake: started.elapsed(),
         };
         Ok((Box::new(tls), info))
     }
@@ -297,6 +300,12 @@ pub struct TlsInfo {
     pub peer_certificates: Vec<CertificateDer<'static>>,
     /// False when `skip_verify` was set: the certificate was not checked.
     pub verified: bool,
+    /// True when an earlier session's secrets were reused (TLS session resumption: a
+    /// connector's sessions share a cache, so a pool's sessions after the first resume),
+    /// which spares the certificate exchange and its checks.
+    pub resumed: bool,
+    /// From the ClientHello to the handshake's end.
+    pub handshake: std::time::Duration,
 }
 
 /// The leaf certificate's names and validity, for people checking a server.

@@ -234,6 +234,12 @@ impl MockServer {
         Self::spawn(vec![script], DEFAULT_TIMEOUT, Some(tls)).await
     }
 
+    /// Like [`MockServer::start_many`], with a TLS server config for [`Step::TlsHandshake`]
+    /// (shared by the connections, so a client may resume its first session).
+    pub async fn start_many_tls(scripts: Vec<Vec<Step>>, tls: Arc<ServerConfig>) -> MockServer {
+        Self::spawn(scripts, DEFAULT_TIMEOUT, Some(tls)).await
+    }
+
     /// Like [`MockServer::start`], with `step_timeout` as the deadline of each reading step
     /// (and of each write and of the accept) instead of [`DEFAULT_TIMEOUT`].
     pub async fn start_with_timeout(script: Vec<Step>, step_timeout: Duration) -> MockServer {
