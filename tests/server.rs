@@ -242,6 +242,27 @@ async fn bench_over_implicit_tls_and_starttls_with_auth_counts_handshakes() -> T
         for _ in 0..12 {
             assert!(server.next_message().await.tls, "{security}");
         }
+        // The library's path: 8 tasks through one Mailer with a pool of 2.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+            .args(["bench", "--host", "127.0.0.1", "--port"])
+            .arg(server.port.to_string())
+            .args(["--security", security, "--ca-file"])
+            .arg(&server.ca_file)
+            .args(["--auth", "user:right-password", "--count", "16", "--mailer"])
+            .args(["--tasks", "8", "--concurrency", "2", "--json"])
+            .output()
+            .await
+            .expect("smtpkit bench --mailer");
+        let shown = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(0), "{security} --mailer: {shown}");
+        let json: serde_json::Value = serde_json::from_str(&shown).expect("one JSON object");
+        assert_eq!(json["sent"], 16, "{json}");
+        assert_eq!(json["mailer"], true, "{json}");
+        let connections = json["connections"].as_u64().expect("connections");
+        assert!((1..=2).contains(&connections), "a pool of 2: {json}");
+        for _ in 0..16 {
+            assert!(server.next_message().await.tls, "{security} --mailer");
+        }
         server.stop().await;
     }
     Ok(())

@@ -15,6 +15,7 @@ use smtpkit::client::{
 };
 use smtpkit::proto::{Address, ClientName, Secret};
 
+use super::bench_mailer;
 use super::delay_proxy;
 use super::exit;
 use super::output::{self, Failure};
@@ -61,6 +62,14 @@ pub struct BenchArgs {
     /// next message's commands, so one message costs one round trip (1 = no overlap).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Send through the library's `Mailer` (a provider with a pool of `--concurrency`
+    /// sessions, one try per message) from `--tasks` tasks at once, as a program would,
+    /// instead of driving the sessions directly.
+    #[arg(long)]
+    pub mailer: bool,
+    /// With `--mailer`: tasks calling `Mailer::send_message` at once.
+    #[arg(long, default_value_t = 64)]
+    pub tasks: usize,
     /// How sessions are protected: `none` (plain text), `tls` (implicit TLS) or `starttls`.
     #[arg(long, value_enum, default_value = "none")]
     pub security: BenchSecurity,
@@ -242,8 +251,31 @@ pub async fn run(args: BenchArgs) -> u8 {
     };
     let cpu_before = cpu_time();
     let started = Instant::now();
+    if args.mailer {
+        let host = addr.ip().to_string();
+        let run = bench_mailer::run(
+            &args,
+            &host,
+            addr.port(),
+            envelope.clone(),
+            message.clone(),
+            progress.clone(),
+        )
+        .await;
+        match run {
+            Ok(t) => {
+                if let Ok(mut tally) = tally.lock() {
+                    tally.latencies = t.latencies;
+                    tally.errors = t.errors;
+                    tally.connections = t.connections;
+                }
+            }
+            Err(failure) => return failure.report(args.json),
+        }
+    }
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
+    let direct = if args.mailer { 0 } else { args.concurrency };
+    for _ in 0..direct {
         let (options, message, envelope, next, tally, progress) = (
             options.clone(),
             message.clone(),
@@ -386,6 +418,8 @@ pub async fn run(args: BenchArgs) -> u8 {
             "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
             "batch": args.batch,
             "security": format!("{:?}", args.security).to_lowercase(),
+            "mailer": args.mailer,
+            "tasks": args.mailer.then_some(args.tasks),
             "tls_full_handshakes": tally.full_handshakes.len(),
             "tls_full_handshake_ms": full_ms,
             "tls_resumed_handshakes": tally.resumed_handshakes.len(),

@@ -18,6 +18,7 @@ macro_rules! out_raw {
 
 pub mod auth;
 pub mod bench;
+mod bench_mailer;
 pub mod check;
 pub mod delay_proxy;
 pub mod demo;
