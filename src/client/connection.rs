@@ -59,7 +59,7 @@ pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Resul
 /// refused connection; anything else (`EAI_NONAME`: NXDOMAIN; `EAI_NODATA`: no address for
 /// the name; `EAI_FAIL`) is [`ErrorKind::HostNotFound`]. A lookup still running at the
 /// deadline is a [`ErrorKind::Timeout`].
-async fn resolve(
+pub(super) async fn resolve(
     host: &str,
     port: u16,
     deadline: Instant,
@@ -125,8 +125,9 @@ fn lookup_failed_for_now(e: &std::io::Error) -> bool {
     text.contains("temporary failure") || text.contains("try again")
 }
 
-/// Opens the stream under a session: the options' connector, else TCP with TCP_NODELAY.
-/// Returns the local address when it is known (for the EHLO name).
+/// Opens the stream under a session: the options' connector, else a tunnel through the
+/// options' proxy, else TCP with TCP_NODELAY. Returns the local address when it is known (for
+/// the EHLO name).
 pub(crate) async fn open_stream(
     host: &str,
     port: u16,
@@ -134,6 +135,11 @@ pub(crate) async fn open_stream(
 ) -> Result<(Box<dyn Stream>, Option<SocketAddr>)> {
     let limit = options.timeouts().connect;
     let Some(connector) = &options.connector else {
+        // Through a proxy (issue 17): its tunnel stands where the TCP connection would.
+        if let Some(proxy) = &options.proxy {
+            let transcript = options.transcript.as_ref();
+            return super::proxy::open_tunnel(proxy, host, port, limit, transcript).await;
+        }
         let stream = connect_tcp(host, port, limit).await?;
         let local = stream.local_addr().ok();
         return Ok((Box::new(stream), local));

@@ -51,6 +51,11 @@ pub struct ClientOptions {
     pub disable_pipelining: bool,
     /// How the byte stream to the server is opened; `None` is plain TCP with TCP_NODELAY.
     pub connector: Option<SharedConnector>,
+    /// A SOCKS5 or HTTP CONNECT proxy to reach the server through; `None` connects directly.
+    /// TLS runs end to end through the tunnel, checked against the server's name as on a
+    /// direct connection. Not used when `connector` is set (a connector opens the stream
+    /// its own way).
+    pub proxy: Option<super::proxy::Proxy>,
 }
 
 impl ClientOptions {

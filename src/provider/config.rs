@@ -70,6 +70,10 @@ pub struct SmtpSettings {
     pub fallback: Vec<String>,
     /// `oauth2` (extension): XOAUTH2 with tokens from an identity provider instead of `pass`.
     pub oauth2: Option<crate::oauth::OAuth2Settings>,
+    /// `proxy` (extension): the SOCKS5 or HTTP CONNECT proxy sessions go through; with
+    /// `proxy: env`, the one the environment named when the file was read. `None` connects
+    /// directly.
+    pub proxy: Option<crate::client::Proxy>,
 }
 
 /// What the `provider:` key said.
@@ -146,6 +150,7 @@ const SMTP_KEYS: &[&str] = &[
     "rate_limit",
     "fallback",
     "oauth2",
+    "proxy",
 ];
 const POOL_KEYS: &[&str] = &[
     "max_connections",
@@ -660,6 +665,10 @@ fn finish_smtp(
         .map(|f| f.node(env).strings())
         .transpose()?
         .unwrap_or_default();
+    let proxy = match node.get("proxy") {
+        Some(p) => super::proxy_config::parse_proxy(p.node(env), &host)?,
+        None => None,
+    };
     Ok(SmtpSettings {
         pool,
         retry,
@@ -679,6 +688,7 @@ fn finish_smtp(
         timeouts,
         total_timeout: Some(total_timeout),
         oauth2,
+        proxy,
     })
 }
 
@@ -911,6 +921,7 @@ impl SmtpSettings {
             allow_insecure_auth: self.allow_insecure_auth,
             disable_pipelining: false,
             connector: None,
+            proxy: self.proxy.clone(),
         })
     }
 }
