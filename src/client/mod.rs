@@ -35,6 +35,7 @@ pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;
 pub use final_dot_gate::{with_final_dot_gate, FinalDotGate, GateFuture};
 pub use options::ClientOptions;
+pub(crate) use proxy::UNREACHABLE_PREFIX as PROXY_UNREACHABLE;
 pub use proxy::{Proxy, ProxyKind, ProxyUrlError};
 pub use sender::{Sender, Sent};
 pub use stream::Stream;

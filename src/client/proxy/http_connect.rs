@@ -52,7 +52,8 @@ pub(super) async fn tunnel(
     match reply.status {
         200..=299 if reply.after.is_empty() => Ok(Box::new(tcp)),
         200..=299 => Ok(Box::new(Rewound::new(reply.after, tcp))),
-        407 => Err(auth_refused(proxy, &what)),
+        // 407 is the proxy's "who are you"; some proxies (tinyproxy) answer a wrong login 401.
+        401 | 407 => Err(auth_refused(proxy, &what)),
         _ => Err(tunnel_refused(proxy, &authority(host, port), &what)),
     }
 }

@@ -46,6 +46,7 @@ pub(crate) async fn open_tunnel(
     transcript: Option<&Transcript>,
 ) -> Result<(Box<dyn Stream>, Option<SocketAddr>)> {
     let deadline = Instant::now() + limit;
+    // Set once the proxy took the connection: a timeout after it is the tunnel's.
     let mut reached = false;
     let attempt = async {
         match proxy.kind() {
@@ -63,19 +64,23 @@ pub(crate) async fn open_tunnel(
                 let tcp = connect_to_proxy(proxy, limit, transcript).await?;
                 reached = true;
                 let stream = http_connect::tunnel(tcp, proxy, host, port).await?;
-                Ok((stream, None))
+                Ok(Tunnel {
+                    stream,
+                    local: None,
+                    target: authority(checked_host(proxy, host)?, port),
+                })
             }
         }
     };
     let result = timeout_at(deadline, attempt).await;
     match result {
-        Ok(Ok(opened)) => {
+        Ok(Ok(tunnel)) => {
             record(
                 transcript,
                 Direction::Info,
-                &format!("proxy {proxy}: tunnel to {host}:{port} open"),
+                &format!("proxy {proxy}: tunnel to {} open", tunnel.target),
             );
-            Ok(opened)
+            Ok((tunnel.stream, tunnel.local))
         }
         Ok(Err(err)) => Err(err),
         Err(_) if !reached => Err(Error::new(
@@ -89,6 +94,15 @@ pub(crate) async fn open_tunnel(
             format!("proxy {proxy} opened no tunnel to {host}:{port} within {limit:?}"),
         )),
     }
+}
+
+/// An open tunnel.
+struct Tunnel {
+    stream: Box<dyn Stream>,
+    /// The address the SMTP server sees the connection from, when the proxy says.
+    local: Option<SocketAddr>,
+    /// What the tunnel leads to, for the transcript: `host:port` and how the name was resolved.
+    target: String,
 }
 
 /// The TCP connection to the proxy itself, as to any server (its errors keep their kind: a
@@ -233,6 +247,47 @@ mod tests {
         assert!(!err.is_transient());
         let err = tunnel_refused(&proxy, "smtp.example.com:587", "403 Forbidden");
         assert!(err.is_transient(), "{err}");
+    }
+
+    #[test]
+    fn each_proxy_failure_has_its_own_hint() {
+        let proxy = Proxy::parse("http://alice:hunter2@proxy:3128").expect("valid");
+        let unreachable = |kind| {
+            Error::new(
+                kind,
+                Stage::Connect,
+                format!("{UNREACHABLE_PREFIX}{proxy}: cannot connect to proxy:3128: refused"),
+            )
+        };
+        let timeout = Error::new(
+            ErrorKind::Timeout,
+            Stage::Connect,
+            format!("proxy {proxy} opened no tunnel to smtp.example.com:587 within 15s"),
+        );
+        for (err, wanted) in [
+            (
+                unreachable(ErrorKind::HostNotFound),
+                "host name does not resolve: check the host in `proxy`",
+            ),
+            (
+                unreachable(ErrorKind::Connect),
+                "The proxy could not be reached",
+            ),
+            (
+                unreachable(ErrorKind::Timeout),
+                "The proxy could not be reached",
+            ),
+            (auth_refused(&proxy, "407"), "The proxy refused its login"),
+            (
+                tunnel_refused(&proxy, "smtp.example.com:587", "403"),
+                "would not open a tunnel",
+            ),
+            (timeout, "opened no tunnel in time"),
+            (malformed(&proxy, "x"), "right kind (socks5://"),
+        ] {
+            let hint = err.hint().unwrap_or_else(|| panic!("a hint for {err}"));
+            assert!(hint.contains(wanted), "{err}: {hint}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio_socks::TargetAddr;
 
 use super::{
     auth_refused, authority, checked_host, connect_to_proxy, io_failed, malformed, tunnel_refused,
-    Proxy, ProxyKind,
+    Proxy, ProxyKind, Tunnel,
 };
 use crate::client::stream::Stream;
 use crate::client::transcript::{record, Direction, Transcript};
@@ -31,7 +31,7 @@ pub(super) async fn tunnel(
     limit: Duration,
     transcript: Option<&Transcript>,
     reached: &mut bool,
-) -> Result<(Box<dyn Stream>, Option<SocketAddr>)> {
+) -> Result<Tunnel> {
     let host = checked_host(proxy, host)?;
     let shown = authority(host, port);
     let ip = host.parse::<IpAddr>().ok();
@@ -52,7 +52,16 @@ pub(super) async fn tunnel(
         };
         let tcp = connect_to_proxy(proxy, limit, transcript).await?;
         *reached = true;
-        return handshake(tcp, proxy, target, &shown).await;
+        let (stream, local) = handshake(tcp, proxy, target, &shown).await?;
+        let target = match ip {
+            Some(_) => shown,
+            None => format!("{shown} (the proxy resolved the name)"),
+        };
+        return Ok(Tunnel {
+            stream,
+            local,
+            target,
+        });
     }
     let addrs = crate::client::connection::resolve(host, port, deadline, limit).await?;
     let mut last = None;
@@ -62,7 +71,13 @@ pub(super) async fn tunnel(
         *reached = true;
         let target = format!("{shown} ({addr})");
         match handshake(tcp, proxy, TargetAddr::Ip(addr), &target).await {
-            Ok(opened) => return Ok(opened),
+            Ok((stream, local)) => {
+                return Ok(Tunnel {
+                    stream,
+                    local,
+                    target,
+                })
+            }
             // The proxy could not reach this address: the next may answer.
             Err(err) if err.kind() == ErrorKind::Connect => {
                 record(transcript, Direction::Info, &err.to_string());
