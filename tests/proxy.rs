@@ -44,6 +44,7 @@ fn main() -> std::process::ExitCode {
         smtpkit_send_through_each_proxy_and_proxy_env_shows_no_password,
         a_wrong_proxy_password_exits_77_socks_and_http,
         a_proxy_refusing_the_target_or_unreachable_exits_75,
+        smtpkit_check_shows_the_proxy_step,
     ])
 }
 
@@ -152,7 +153,7 @@ fn big_message(subject: &str) -> Vec<u8> {
     m
 }
 
-fn options(
+fn proxied_options(
     capture: &Capture,
     security: Security,
     proxy: &str,
@@ -233,13 +234,25 @@ async fn socks5_without_a_login_plain_text() -> TestResult {
     let proxy = Microsocks::start("socks5_without_a_login_plain_text", None)?;
     let mut capture = Capture::start(Mode::Plain, Ipv4Addr::LOCALHOST.into()).await;
     let url = format!("socks5://127.0.0.1:{}", proxy.port);
-    let (options, lines) = options(&capture, Security::None, &url);
+    let (options, lines) = proxied_options(&capture, Security::None, &url);
     let transcript =
         send_and_check(&mut capture, "127.0.0.1", options, &lines, "socks5 plain").await;
     assert_line(&transcript, &format!("* connected to proxy {url}"));
     assert_line(
         &transcript,
         &format!("* proxy {url}: tunnel to 127.0.0.1:{} open", capture.port),
+    );
+    // `socks5://` with a name: smtpkit resolves it and gives the proxy an address (the next
+    // one when the proxy cannot reach the first, e.g. `::1` where nothing listens).
+    let (options, lines) = proxied_options(&capture, Security::None, &url);
+    let transcript =
+        send_and_check(&mut capture, "localhost", options, &lines, "socks5 name").await;
+    assert_line(
+        &transcript,
+        &format!(
+            "tunnel to localhost:{} (127.0.0.1:{}) open",
+            capture.port, capture.port
+        ),
     );
     capture.stop().await;
     Ok(())
@@ -255,7 +268,7 @@ async fn socks5_with_a_login_starttls_and_auth() -> TestResult {
         "socks5://{SOCKS_USER}:{SOCKS_PASS_IN_URL}@127.0.0.1:{}",
         proxy.port
     );
-    let (options, lines) = options(&capture, Security::StartTls, &url);
+    let (options, lines) = proxied_options(&capture, Security::StartTls, &url);
     let transcript = send_and_check(
         &mut capture,
         "127.0.0.1",
@@ -292,7 +305,7 @@ async fn socks5h_the_proxy_resolves_the_name_implicit_tls() -> TestResult {
         "socks5h://{SOCKS_USER}:{SOCKS_PASS_IN_URL}@127.0.0.1:{}",
         proxy.port
     );
-    let (options, lines) = options(&capture, Security::Tls, &url);
+    let (options, lines) = proxied_options(&capture, Security::Tls, &url);
     // The certificate is checked against `localhost`, the SMTP host, not the proxy's name.
     let transcript = send_and_check(
         &mut capture,
@@ -322,14 +335,14 @@ async fn http_connect_without_a_login_plain_and_implicit_tls() -> TestResult {
         &[plain.port, implicit.port],
     )?;
     let url = format!("http://127.0.0.1:{}", proxy.port);
-    let (options_plain, lines) = options(&plain, Security::None, &url);
+    let (options_plain, lines) = proxied_options(&plain, Security::None, &url);
     let transcript =
         send_and_check(&mut plain, "127.0.0.1", options_plain, &lines, "http plain").await;
     assert_line(
         &transcript,
         &format!("* proxy {url}: tunnel to 127.0.0.1:{} open", plain.port),
     );
-    let (options_tls, lines) = options(&implicit, Security::Tls, &url);
+    let (options_tls, lines) = proxied_options(&implicit, Security::Tls, &url);
     send_and_check(
         &mut implicit,
         "127.0.0.1",
@@ -358,7 +371,7 @@ async fn http_connect_with_a_login_starttls_and_auth() -> TestResult {
         &[capture.port],
     )?;
     let url = format!("http://{HTTP_USER}:{HTTP_PASS}@127.0.0.1:{}", proxy.port);
-    let (options, lines) = options(&capture, Security::StartTls, &url);
+    let (options, lines) = proxied_options(&capture, Security::StartTls, &url);
     let transcript =
         send_and_check(&mut capture, "127.0.0.1", options, &lines, "http STARTTLS").await;
     assert_line(&transcript, "* TLS established");
@@ -410,7 +423,7 @@ async fn http_connect_greeting_in_the_same_packet_as_the_200() -> TestResult {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let proxy = tokio::spawn(eager_connect_proxy(listener));
-    let (options, lines) = options(
+    let (options, lines) = proxied_options(
         &capture,
         Security::None,
         &format!("http://127.0.0.1:{port}"),
@@ -722,6 +735,65 @@ async fn a_proxy_refusing_the_target_or_unreachable_exits_75() -> TestResult {
         "{shown}"
     );
     assert_no_secret(&shown);
+    capture.stop().await;
+    Ok(())
+}
+
+async fn smtpkit_check_shows_the_proxy_step() -> TestResult {
+    let socks = Microsocks::start(
+        "smtpkit_check_shows_the_proxy_step",
+        Some((SOCKS_USER, SOCKS_PASS)),
+    )?;
+    let capture = Capture::start(Mode::StartTls, Ipv4Addr::LOCALHOST.into()).await;
+    let check = |proxy: String| {
+        let config = config_file(&capture, &proxy);
+        async move {
+            let out = tokio::time::timeout(
+                Duration::from_secs(60),
+                tokio::process::Command::new(env!("CARGO_BIN_EXE_smtpkit"))
+                    .arg("check")
+                    .arg("--config")
+                    .arg(&config)
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .expect("check ends in time")
+            .expect("run smtpkit");
+            let shown = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.code(), shown)
+        }
+    };
+    let (code, shown) = check(format!(
+        "socks5://{SOCKS_USER}:{SOCKS_PASS_IN_URL}@127.0.0.1:{}",
+        socks.port
+    ))
+    .await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert_line(
+        &shown,
+        &format!(
+            "✓ proxy        connected to socks5://{SOCKS_USER}@127.0.0.1:{}; tunnel to 127.0.0.1:{} open",
+            socks.port, capture.port
+        ),
+    );
+    assert_line(&shown, "(through the proxy)");
+    assert_line(&shown, "✓ AUTH");
+    assert_no_secret(&shown);
+    let (code, shown) = check(format!(
+        "socks5://{SOCKS_USER}:wrong@127.0.0.1:{}",
+        socks.port
+    ))
+    .await;
+    assert_eq!(code, Some(77), "{shown}");
+    assert_line(&shown, "✗ proxy        connect: proxy socks5://alice@");
+    assert_line(&shown, "hint: The proxy refused its login");
+    assert!(!shown.contains("wrong"), "{shown}");
     capture.stop().await;
     Ok(())
 }
