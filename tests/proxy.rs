@@ -559,7 +559,9 @@ async fn smtpkit_send_through_each_proxy_and_proxy_env_shows_no_password() -> Te
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let runs: [(&str, Vec<(&str, String)>, Option<String>); 4] = [
+    // The `proxy:` value, the environment, and the proxy the transcript names (none: direct).
+    type Run<'a> = (&'a str, Vec<(&'a str, String)>, Option<String>);
+    let runs: [Run; 4] = [
         (
             socks_url.as_str(),
             vec![],

@@ -35,7 +35,7 @@ impl ProxyKind {
     }
 }
 
-/// A proxy that sessions reach their SMTP server through ([`super::ClientOptions::proxy`]):
+/// A proxy that sessions reach their SMTP server through ([`ClientOptions::proxy`](crate::client::ClientOptions::proxy)):
 /// SOCKS5 or HTTP CONNECT, with an optional user name and password.
 ///
 /// TLS, implicit or after STARTTLS, runs end to end through the tunnel, checked against the
