@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
         http_connect_with_a_login_starttls_and_auth,
         http_connect_greeting_in_the_same_packet_as_the_200,
         a_proxy_that_never_answers_times_out_within_the_connect_timeout,
+        a_proxy_speaking_another_protocol_is_a_protocol_error,
         smtpkit_send_through_each_proxy_and_proxy_env_shows_no_password,
         a_wrong_proxy_password_exits_77_socks_and_http,
         a_proxy_refusing_the_target_or_unreachable_exits_75,
@@ -480,6 +481,42 @@ async fn a_proxy_that_never_answers_times_out_within_the_connect_timeout() -> Te
         );
     }
     silent.abort();
+    Ok(())
+}
+
+async fn a_proxy_speaking_another_protocol_is_a_protocol_error() -> TestResult {
+    // An SSH server where the proxy should be: it greets and hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let ssh = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+            let mut sink = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
+        }
+    });
+    for (scheme, wanted) in [
+        (
+            "http",
+            "sent a malformed reply: not an HTTP reply: \"SSH-2.0-OpenSSH_9.2\"",
+        ),
+        ("socks5h", "sent a malformed reply: not a SOCKS5 reply"),
+    ] {
+        let options = ClientOptions {
+            security: Security::None,
+            proxy: Some(Proxy::parse(&format!("{scheme}://127.0.0.1:{port}")).expect("URL")),
+            ..ClientOptions::default()
+        };
+        let err = Connection::connect("smtp.example.com", 587, options)
+            .await
+            .expect_err("not a proxy");
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{scheme}: {err}");
+        assert!(err.message().contains(wanted), "{scheme}: {err}");
+        assert!(err
+            .hint()
+            .is_some_and(|h| h.contains("socks5://, socks5h:// or http://")));
+    }
+    ssh.abort();
     Ok(())
 }
 
