@@ -323,7 +323,28 @@ impl Error {
     /// Troubleshooting advice for this failure, following the provider documentation.
     pub fn hint(&self) -> Option<&'static str> {
         let code = self.reply.as_ref().map(|r| r.code().value());
+        let proxy_unreachable = self.message.starts_with(crate::client::PROXY_UNREACHABLE);
+        let proxy_said = self.message.starts_with("proxy ");
         Some(match (self.kind, self.stage, code) {
+            // A proxy (`ClientOptions::proxy`, the `proxy` key): its own advice.
+            (ErrorKind::HostNotFound, Stage::Connect, _) if proxy_unreachable => {
+                "The proxy's host name does not resolve: check the host in `proxy` (with `proxy: env`, in ALL_PROXY or HTTPS_PROXY)."
+            }
+            (_, Stage::Connect, _) if proxy_unreachable => {
+                "The proxy could not be reached: check the host and port in `proxy` (with `proxy: env`, in ALL_PROXY or HTTPS_PROXY) and that the proxy is running and lets this machine connect. It is retried like a refused connection."
+            }
+            (ErrorKind::Auth, Stage::Connect, _) => {
+                "The proxy refused its login: check the user name and password in the `proxy` URL (percent-encode `@`, `:`, `/` and `%` in them: `p%40ss` for `p@ss`). They are the proxy's, not the SMTP server's `user` and `pass`."
+            }
+            (ErrorKind::Connect, Stage::Connect, _) if proxy_said => {
+                "The proxy would not open a tunnel to the SMTP server: it may not allow this host or port (HTTP proxies often allow CONNECT to port 443 only: ask for the SMTP port, 587 or 465, to be allowed), or it cannot reach the server itself. It is retried like a refused connection."
+            }
+            (ErrorKind::Timeout, Stage::Connect, _) if proxy_said => {
+                "The proxy took the connection but opened no tunnel in time: the SMTP server may be unreachable from the proxy. Check `host`, `port` and `timeouts.connect`."
+            }
+            (_, Stage::Connect, _) if proxy_said => {
+                "The proxy did not answer as a proxy of its scheme should: check that `proxy` names the right kind (socks5://, socks5h:// or http://) and the proxy's port for it."
+            }
             (ErrorKind::HostNotFound, _, _) => {
                 "The host name does not resolve: check `host` for a typo, and that the name exists (`host NAME` or `dig NAME`). Not retried: the same name gives the same answer."
             }

@@ -79,6 +79,7 @@
 //! | `oauth2` | with `cli` | `oauth::TokenSource`: OAuth 2.0 access tokens for XOAUTH2 (refresh-token and client-credentials grants, token cache), over HTTPS with reqwest on the same rustls |
 //! | `outbox` | with `cli` | `outbox::Outbox`: the durable outbox on an SQLite file, with sqlx (its bundled SQLite) |
 //! | `certificate-summary` | with `cli` | `TlsInfo::certificate_summary` (subject, issuer, names, validity), with x509-parser |
+//! | `socks` | with `cli` | SOCKS5 proxies (`socks5://`, `socks5h://`) for [`ClientOptions::proxy`](client::ClientOptions::proxy), with tokio-socks; HTTP CONNECT proxies need no feature |
 //!
 //! A library that only sends mail wants
 //! `smtpkit = { version = "0.1", default-features = false }`, adding `serde` or the others as

@@ -1,4 +1,4 @@
-//! `smtpkit check`: walk connect → TLS → EHLO → AUTH → QUIT and explain what fails.
+//! `smtpkit check`: walk (proxy →) connect → TLS → EHLO → AUTH → QUIT and explain what fails.
 //!
 //! The walk, each step with its verdict (the failing one with its hint), is the command's
 //! result and goes to stdout; a configuration error, the transcript and warnings go to stderr.
@@ -181,26 +181,46 @@ pub async fn run(args: CheckArgs) -> u8 {
     );
 
     let started = Instant::now();
+    let proxy = options.proxy.clone();
     let credentials = options.credentials.clone();
     let mechanism = options.auth_mechanism;
     let opened = match security {
         Security::Tls => Greeted::open_tls(&settings.host, settings.port, options).await,
         _ => Greeted::open(&settings.host, settings.port, options).await,
     };
+    // Through a proxy, its own step: reached, and the tunnel to the server opened.
+    let proxy_step = |proxy: &smtpkit::client::Proxy| {
+        ok(
+            "proxy",
+            format!(
+                "connected to {proxy}; tunnel to {}:{} open",
+                settings.host, settings.port
+            ),
+        )
+    };
     let greeted = match opened {
         Ok(g) => g,
         Err(err) => {
+            let by_proxy = err.message().starts_with("cannot reach proxy ")
+                || err.message().starts_with("proxy ");
             let step = match (err.stage(), err.kind()) {
                 (_, smtpkit::ErrorKind::Tls) => "TLS",
+                (smtpkit::Stage::Connect, _) if proxy.is_some() && by_proxy => "proxy",
                 (smtpkit::Stage::Connect, _) => "connect",
                 _ => "greeting",
             };
-            if step != "connect" {
+            if !matches!(step, "connect" | "proxy") {
+                if let Some(proxy) = &proxy {
+                    proxy_step(proxy);
+                }
                 ok("connect", format!("{}:{}", settings.host, settings.port));
             }
             return fail(step, &err);
         }
     };
+    if let Some(proxy) = &proxy {
+        proxy_step(proxy);
+    }
     let attempts = greeted.connect_attempts();
     let peer = attempts
         .iter()
@@ -210,10 +230,15 @@ pub async fn run(args: CheckArgs) -> u8 {
     ok(
         "connect",
         format!(
-            "{}:{}{peer} in {} ms",
+            "{}:{}{peer} in {} ms{}",
             settings.host,
             settings.port,
-            started.elapsed().as_millis()
+            started.elapsed().as_millis(),
+            if proxy.is_some() {
+                " (through the proxy)"
+            } else {
+                ""
+            }
         ),
     );
     // Several addresses raced (RFC 8305): how each one ended.

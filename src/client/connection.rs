@@ -128,7 +128,7 @@ pub fn bare_host(host: &str) -> &str {
 /// refused connection; anything else (`EAI_NONAME`: NXDOMAIN; `EAI_NODATA`: no address for
 /// the name; `EAI_FAIL`) is [`ErrorKind::HostNotFound`]. A lookup still running at the
 /// deadline is a [`ErrorKind::Timeout`].
-async fn resolve(
+pub(super) async fn resolve(
     host: &str,
     port: u16,
     deadline: Instant,
@@ -203,10 +203,21 @@ pub(crate) struct Opened {
     pub(crate) attempts: Vec<ConnectAttempt>,
 }
 
-/// Opens the stream under a session: the options' connector, else TCP with TCP_NODELAY.
+/// Opens the stream under a session: the options' connector, else a tunnel through the
+/// options' proxy, else TCP with TCP_NODELAY.
 pub(crate) async fn open_stream(host: &str, port: u16, options: &ClientOptions) -> Result<Opened> {
     let limit = options.timeouts().connect;
     let Some(connector) = &options.connector else {
+        // Through a proxy: its tunnel stands where the TCP connection would.
+        if let Some(proxy) = &options.proxy {
+            let (stream, local) =
+                super::proxy::open_tunnel(proxy, host, port, limit, options).await?;
+            return Ok(Opened {
+                stream,
+                local,
+                attempts: Vec::new(),
+            });
+        }
         let (stream, attempts) = connect_tcp(host, port, options).await?;
         let local = stream.local_addr().ok();
         return Ok(Opened {

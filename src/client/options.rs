@@ -69,6 +69,11 @@ pub struct ClientOptions {
     /// Addresses that failed lately, tried after the others for five minutes; shared by the
     /// clones of these options (a provider's pool).
     pub recent_failures: RecentFailures,
+    /// A SOCKS5 or HTTP CONNECT proxy to reach the server through; `None` connects directly.
+    /// TLS runs end to end through the tunnel, checked against the server's name as on a
+    /// direct connection. Not used when `connector` is set (a connector opens the stream
+    /// its own way).
+    pub proxy: Option<super::proxy::Proxy>,
 }
 
 impl ClientOptions {

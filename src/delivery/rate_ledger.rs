@@ -79,7 +79,7 @@ pub enum PermitAnswer {
 }
 
 /// A store of rate-limit grants shared by every process sending through the same providers
-/// (implemented by [`Outbox`](crate::outbox::Outbox), in its database). Each operation is one
+/// (implemented by the outbox's `Outbox`, in its database). Each operation is one
 /// transaction, serialised per provider by the store.
 pub trait RateLedger: Send + Sync + fmt::Debug {
     /// Settles `request.settle`, then grants what fits of `request.want` (at least

@@ -75,6 +75,10 @@ pub struct SmtpSettings {
     /// `connect_attempt_delay` (extension): the wait before the server's next address is
     /// tried while the previous attempt is still connecting (RFC 8305). Default 250 ms.
     pub connect_attempt_delay: Option<std::time::Duration>,
+    /// `proxy` (extension): the SOCKS5 or HTTP CONNECT proxy sessions go through; with
+    /// `proxy: env`, the one the environment named when the file was read. `None` connects
+    /// directly.
+    pub proxy: Option<crate::client::Proxy>,
 }
 
 /// What the `provider:` key said.
@@ -153,6 +157,7 @@ const SMTP_KEYS: &[&str] = &[
     "oauth2",
     "source_address",
     "connect_attempt_delay",
+    "proxy",
 ];
 const POOL_KEYS: &[&str] = &[
     "max_connections",
@@ -698,6 +703,10 @@ fn finish_smtp(
             Some(delay)
         }
     };
+    let proxy = match node.get("proxy") {
+        Some(p) => super::proxy_config::parse_proxy(p.node(env), &host)?,
+        None => None,
+    };
     Ok(SmtpSettings {
         source_address,
         connect_attempt_delay,
@@ -719,6 +728,7 @@ fn finish_smtp(
         timeouts,
         total_timeout: Some(total_timeout),
         oauth2,
+        proxy,
     })
 }
 
@@ -946,6 +956,7 @@ impl SmtpSettings {
             allow_insecure_auth: self.allow_insecure_auth,
             source_address: self.source_address,
             attempt_delay: self.connect_attempt_delay,
+            proxy: self.proxy.clone(),
             ..ClientOptions::default()
         })
     }

@@ -9,6 +9,7 @@ mod mailer;
 mod oauth2_config;
 mod outbox_config;
 mod outbox_settings;
+mod proxy_config;
 mod workflow;
 mod yaml_document;
 mod yaml_literal;

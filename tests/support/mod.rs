@@ -10,5 +10,6 @@ pub mod outbox_harness;
 pub mod postfix_smtpd;
 #[cfg(feature = "outbox-postgres")]
 pub mod postgres;
+pub mod proxies;
 pub mod real_servers;
 pub mod truth_server;

@@ -252,7 +252,7 @@ pub(crate) fn tail(text: &str, max_lines: usize) -> String {
 }
 
 /// A child server process with its log directory; killed, reaped and cleaned up on drop.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     kind: &'static str,
     child: Child,
     dir: PathBuf,
@@ -305,7 +305,7 @@ impl ServerProcess {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         read_lossy(&self.log_path)
     }
 
@@ -344,7 +344,7 @@ impl Drop for ServerProcess {
 
 /// Spawns the server built by `make_command(port, dir)` on a free port and waits until it accepts
 /// connections, retrying with a new port a few times. Panics if it never comes up.
-fn spawn_server(
+pub(crate) fn spawn_server(
     test: &str,
     kind: &'static str,
     make_command: impl Fn(u16, &Path) -> Command,
