@@ -75,6 +75,9 @@ pub struct SmtpSettings {
     /// `connect_attempt_delay` (extension): the wait before the server's next address is
     /// tried while the previous attempt is still connecting (RFC 8305). Default 250 ms.
     pub connect_attempt_delay: Option<std::time::Duration>,
+    /// `chunking` (extension): send with BDAT when the server offers CHUNKING and
+    /// PIPELINING (RFC 3030). Default `true`; `false` always sends DATA.
+    pub chunking: bool,
 }
 
 /// What the `provider:` key said.
@@ -153,6 +156,7 @@ const SMTP_KEYS: &[&str] = &[
     "oauth2",
     "source_address",
     "connect_attempt_delay",
+    "chunking",
 ];
 const POOL_KEYS: &[&str] = &[
     "max_connections",
@@ -698,7 +702,13 @@ fn finish_smtp(
             Some(delay)
         }
     };
+    let chunking = node
+        .get("chunking")
+        .map(|n| n.node(env).boolean())
+        .transpose()?
+        .unwrap_or(true);
     Ok(SmtpSettings {
+        chunking,
         source_address,
         connect_attempt_delay,
         pool,
@@ -946,6 +956,10 @@ impl SmtpSettings {
             allow_insecure_auth: self.allow_insecure_auth,
             source_address: self.source_address,
             attempt_delay: self.connect_attempt_delay,
+            chunking: crate::client::Chunking {
+                enabled: self.chunking,
+                ..crate::client::Chunking::default()
+            },
             ..ClientOptions::default()
         })
     }
