@@ -26,6 +26,15 @@ pub enum Pipelining {
     Off,
 }
 
+/// Whether to send with BDAT when the server offers CHUNKING (and PIPELINING).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChunkingMode {
+    /// BDAT when offered (RFC 3030), with several messages in flight.
+    Auto,
+    /// DATA even when CHUNKING is offered.
+    Off,
+}
+
 /// Measure throughput: send N generated messages over C reused connections.
 #[derive(Args, Debug)]
 #[command(after_help = "Example (Postfix's smtp-sink as the server):
@@ -51,6 +60,9 @@ pub struct BenchArgs {
     /// Pipeline when offered, or not.
     #[arg(long, value_enum, default_value = "auto")]
     pub pipelining: Pipelining,
+    /// Send with BDAT when CHUNKING is offered, or always with DATA.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub chunking: ChunkingMode,
     /// Add this round-trip time (ms) with a built-in loopback delay proxy.
     #[arg(long, value_name = "MS")]
     pub rtt: Option<u64>,
@@ -151,6 +163,10 @@ pub async fn run(args: BenchArgs) -> u8 {
         security: Security::None,
         client_name: ClientName::new("bench.smtpkit.test").ok(),
         disable_pipelining: args.pipelining == Pipelining::Off,
+        chunking: smtpkit::client::Chunking {
+            enabled: args.chunking == ChunkingMode::Auto,
+            ..smtpkit::client::Chunking::default()
+        },
         ..ClientOptions::default()
     };
     let envelope = match Address::new("bench@smtpkit.test").and_then(|from| {
@@ -165,6 +181,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     let envelope = Arc::new(envelope);
     let next = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let bdat_used = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Progress is for people watching stderr; with --json too, stdout stays the one object.
     let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(args.count as u64);
@@ -180,6 +197,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
+        let bdat_used = bdat_used.clone();
         let (options, message, envelope, next, tally, progress) = (
             options.clone(),
             message.clone(),
@@ -221,6 +239,9 @@ pub async fn run(args: BenchArgs) -> u8 {
                 // Batches only help when the session pipelines.
                 let pipelined =
                     c.capabilities().pipelining() && args.pipelining == Pipelining::Auto;
+                if pipelined && c.capabilities().chunking() && args.chunking == ChunkingMode::Auto {
+                    bdat_used.store(true, Ordering::Relaxed);
+                }
                 let batch = if pipelined {
                     args.batch.clamp(1, even)
                 } else {
@@ -303,6 +324,8 @@ pub async fn run(args: BenchArgs) -> u8 {
             "size": message.len(),
             "rtt_ms": args.rtt,
             "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
+            "chunking": format!("{:?}", args.chunking).to_lowercase(),
+            "bdat": bdat_used.load(Ordering::Relaxed),
             "batch": args.batch,
         }));
     } else {
