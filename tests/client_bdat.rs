@@ -156,7 +156,7 @@ async fn mail_rcpt_and_the_last_chunk_leave_in_one_write_without_dot_stuffing() 
     group.extend_from_slice(format!("BDAT {} LAST\r\n", want.len()).as_bytes());
     group.extend_from_slice(&want);
     assert!(
-        log.reads[0].iter().any(|read| *read == group),
+        log.reads[0].contains(&group),
         "one write with the commands and the chunk: {:?}",
         log.reads[0]
     );

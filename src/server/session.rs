@@ -495,7 +495,7 @@ impl Session {
     fn store(&mut self, from: String, rcpts: Vec<String>, message: &[u8]) {
         let id = self.shared.store.next_id();
         let trace = self.trace(&id, &from, &rcpts);
-        match self.shared.store.write(&id, &trace, &message) {
+        match self.shared.store.write(&id, &trace, message) {
             Ok(path) => {
                 let stored = StoredMessage {
                     id: id.clone(),
