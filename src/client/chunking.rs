@@ -23,6 +23,17 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// buffers while the client is still writing, or each side would wait for the other to read.
 const MAX_REPLIES_IN_FLIGHT: usize = 1000;
 
+/// Most chunks of one message: a smaller `max_chunk_size` is raised for a long message, so
+/// that the replies to its chunks, written before any is read, stay within
+/// [`MAX_REPLIES_IN_FLIGHT`].
+const MAX_CHUNKS_PER_MESSAGE: usize = 512;
+
+/// The chunk size for a body of `len` octets: the configured one, raised when the body would
+/// need more than [`MAX_CHUNKS_PER_MESSAGE`] chunks.
+fn chunk_size(len: usize, configured: usize) -> usize {
+    configured.max(1).max(len.div_ceil(MAX_CHUNKS_PER_MESSAGE))
+}
+
 /// A message whose commands were written (at least in part) and whose replies are not all read.
 struct InFlight {
     /// Its place in the batch.
@@ -132,7 +143,8 @@ impl Connection {
                     break;
                 };
                 let rcpts = p.addresses.len();
-                let chunks = bdat_chunks(p.wire_body.len(), settings.max_chunk_size).count();
+                let size = chunk_size(p.wire_body.len(), settings.max_chunk_size);
+                let chunks = bdat_chunks(p.wire_body.len(), size).count();
                 let bytes: usize = in_flight.iter().map(|m| m.size).sum();
                 let replies: usize = in_flight.iter().map(InFlight::replies).sum();
                 let fits = in_flight.is_empty()
@@ -244,7 +256,7 @@ impl Connection {
         written: &mut u64,
         gate: Option<&Arc<dyn FinalDotGate>>,
     ) -> Result<()> {
-        let max_chunk = self.options().chunking.max_chunk_size;
+        let max_chunk = chunk_size(p.wire_body.len(), self.options().chunking.max_chunk_size);
         let wire = self.wire();
         if m.rset {
             wire.queue(&[&Command::Rset], Stage::Rset)?;
@@ -392,4 +404,20 @@ fn lost(
         .with_recipients(recipients));
     }
     Err(if front { e.duplicate() } else { not_sent() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_body_never_needs_more_than_the_chunk_bound() {
+        assert_eq!(chunk_size(100, 10), 10);
+        assert_eq!(chunk_size(100, 0), 1);
+        for (len, configured) in [(10_000, 1), (1 << 20, 7), (512, 1), (513, 1)] {
+            let size = chunk_size(len, configured);
+            assert!(bdat_chunks(len, size).count() <= MAX_CHUNKS_PER_MESSAGE);
+            assert!(size >= configured);
+        }
+    }
 }

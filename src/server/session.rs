@@ -435,7 +435,7 @@ impl Session {
         }
         let max = self.shared.config.limits.max_message_size as u64;
         let mut message = self.bdat.take().unwrap_or_default();
-        let fits = message.octets.len() as u64 + size <= max;
+        let fits = (message.octets.len() as u64).saturating_add(size) <= max;
         if message.failed.is_none() && !fits {
             message.octets = Vec::new();
             message.failed = Some("552 5.3.4 message size exceeds fixed maximum message size");
