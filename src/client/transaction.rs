@@ -214,6 +214,10 @@ impl Connection {
     /// limit, or with a line over 998 octets (RFC 5321 §4.5.3.1.6), fails before anything is
     /// sent.
     ///
+    /// When the server offers CHUNKING as well, MAIL, every RCPT and `BDAT <size> LAST` with
+    /// the message leave in one write instead (RFC 3030; see [`Connection::send_many`] and
+    /// [`super::Chunking`]).
+    ///
     /// `message` is the RFC 5322 message (headers and body); line ends are normalised to CRLF.
     ///
     /// Cancel safety: if the future is dropped after the first command was written and before
