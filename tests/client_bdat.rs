@@ -11,6 +11,7 @@ use smtpkit::client::{
 };
 use smtpkit::proto::{Address, ClientName, Command};
 use smtpkit::{ErrorKind, Stage};
+use support::fault_server::{FaultServer, Faults};
 use support::mock::{ehlo_ok, quit_ok, MockLog, MockServer, Step};
 
 const GENEROUS: Duration = Duration::from_secs(10);
@@ -567,4 +568,113 @@ async fn bdat_cannot_be_sent_as_a_bare_command() {
     assert!(conn.is_usable());
     conn.quit().await.expect("quit");
     server.finish().await.assert_ok();
+}
+
+/// A thousand messages in batches of 20, up to 8 in flight, through a server that fails at
+/// random at every stage (refusals, lost connections before and after the last chunk, a
+/// message stored and then no reply): per recipient, what was reported delivered was stored
+/// exactly once, what was reported failed never, what was reported unknown at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_through_random_faults_are_each_accounted_for_exactly() {
+    let faults = Faults {
+        greeting_421: 20,
+        mail_451: 20,
+        rcpt_450: 20,
+        rcpt_550: 10,
+        data_451: 20,
+        drop_at_command: 5,
+        final_451: 20,
+        accept_then_drop: 10,
+        drop_after_dot: 10,
+        noop_421: 0,
+        close_after_message: 10,
+    };
+    let server = FaultServer::start_chunking(faults, 20261129).await;
+    let chunking = Chunking {
+        max_messages_in_flight: 8,
+        ..Chunking::default()
+    };
+    const N: usize = 1000;
+    const BATCH: usize = 20;
+    let bodies: Vec<String> = (0..N)
+        .map(|i| format!("Subject: msg-{i}\r\n\r\n.body {i}\r\n"))
+        .collect();
+    let envelopes: Vec<Envelope> = (0..N)
+        .map(|i| envelope(&[&format!("a{i}@example.org"), &format!("b{i}@example.org")]))
+        .collect();
+    let mut outcomes = Vec::with_capacity(N);
+    let mut next = 0;
+    let mut connects = 0;
+    while next < N {
+        connects += 1;
+        assert!(connects < 10 * N, "bounded");
+        let Ok(mut conn) = Connection::connect("127.0.0.1", server.port, options(chunking)).await
+        else {
+            continue;
+        };
+        assert!(conn.capabilities().chunking());
+        let end = (next + BATCH).min(N);
+        let batch: Vec<(&Envelope, &[u8])> = (next..end)
+            .map(|i| (&envelopes[i], bodies[i].as_bytes()))
+            .collect();
+        outcomes.extend(conn.send_many(&batch).await);
+        next = end;
+        if conn.is_usable() {
+            let _ = conn.quit().await;
+        }
+    }
+    assert_eq!(outcomes.len(), N);
+    let stored = server.stats.recipients.lock().expect("lock").clone();
+    let (mut delivered, mut failed, mut unknown, mut unknown_stored) = (0, 0, 0, 0);
+    let mut counted_copies = 0;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let subject = format!("msg-{i}");
+        let mut copies: std::collections::HashMap<String, usize> = Default::default();
+        for rcpts in stored.get(&subject).into_iter().flatten() {
+            for r in rcpts {
+                *copies.entry(r.clone()).or_default() += 1;
+            }
+        }
+        let n = |a: &str| copies.get(a).copied().unwrap_or(0);
+        match outcome {
+            Ok(report) => {
+                for r in report.recipients() {
+                    let want = usize::from(r.accepted());
+                    assert_eq!(n(r.address.as_str()), want, "{subject}: {r:?}");
+                    counted_copies += want;
+                }
+                delivered += 1;
+            }
+            Err(e) if e.is_outcome_unknown() => {
+                for a in envelopes[i].to() {
+                    assert!(n(a.as_str()) <= 1, "{subject}: stored twice");
+                    unknown_stored += n(a.as_str());
+                }
+                unknown += 1;
+            }
+            Err(e) => {
+                for a in envelopes[i].to() {
+                    assert_eq!(
+                        n(a.as_str()),
+                        0,
+                        "{subject} reported failed ({e}) but stored"
+                    );
+                }
+                failed += 1;
+            }
+        }
+    }
+    let total: usize = stored.values().flatten().map(Vec::len).sum();
+    assert_eq!(
+        total,
+        counted_copies + unknown_stored,
+        "every stored copy is known"
+    );
+    eprintln!(
+        "{N} messages in {connects} sessions: {delivered} delivered, {failed} failed, {unknown} unknown ({unknown_stored} copies stored)"
+    );
+    assert!(
+        delivered > N / 2 && failed > 0 && unknown > 0,
+        "the faults happened"
+    );
 }
