@@ -21,12 +21,12 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// Most replies due at once. The server's replies to a whole window must fit in the socket
 /// buffers while the client is still writing, or each side would wait for the other to read.
-const MAX_REPLIES_IN_FLIGHT: usize = 1000;
+const MAX_REPLIES_IN_FLIGHT: usize = 512;
 
 /// Most chunks of one message: a smaller `max_chunk_size` is raised for a long message, so
 /// that the replies to its chunks, written before any is read, stay within
 /// [`MAX_REPLIES_IN_FLIGHT`].
-const MAX_CHUNKS_PER_MESSAGE: usize = 512;
+const MAX_CHUNKS_PER_MESSAGE: usize = 256;
 
 /// The chunk size for a body of `len` octets: the configured one, raised when the body would
 /// need more than [`MAX_CHUNKS_PER_MESSAGE`] chunks.

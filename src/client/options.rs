@@ -101,7 +101,7 @@ pub struct Chunking {
     /// a larger message still goes, alone. Default 4 MiB.
     pub max_bytes_in_flight: usize,
     /// The largest BDAT chunk: a longer message goes in several (the last with `LAST`).
-    /// Default 1 MiB; 0 counts as 1. Raised for a message that would need more than 512
+    /// Default 1 MiB; 0 counts as 1. Raised for a message that would need more than 256
     /// chunks (their replies are read only after the message is written).
     pub max_chunk_size: usize,
 }
