@@ -136,3 +136,20 @@ w('client_session', 'batch-pipelined', bytes([0x0a, 0x04, 30, 0xC0]) + GREET + E
   b"250 2.0.0 Ok: queued as CCC333\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")
 w('client_session', 'pipelined-421', bytes([0x09, 0x08, 0x20]) + GREET + EHLO_P +
   b"250 2.1.0 Ok\r\n421 4.7.0 Too many errors, closing\r\n")
+
+# client_bdat: flags, second byte, chunk sizes, server bytes (flag 0x80: built-in greeting + EHLO
+# with PIPELINING and CHUNKING). Second byte 0xC1: 4 messages, 2 in flight, chunks of 1 octet.
+BDAT_OK = b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+w('client_bdat', 'window-all-accepted', bytes([0x88, 0xFD]) +
+  BDAT_OK + b"250 2.0.0 Ok: queued as A1\r\n" +
+  b"250 2.0.0 Ok\r\n" + BDAT_OK + b"250 2.0.0 Ok: queued as B2\r\n" +
+  b"250 2.0.0 Ok\r\n" + BDAT_OK + b"250 2.0.0 Ok: queued as C3\r\n" +
+  b"250 2.0.0 Ok\r\n" + BDAT_OK + b"250 2.0.0 Ok: queued as D4\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")
+w('client_bdat', 'rcpt-refused-then-421', bytes([0x89, 0x43, 7]) +
+  b"250 2.1.0 Ok\r\n550 5.1.1 unknown\r\n550 5.1.1 unknown\r\n554 5.5.1 Error: no valid recipients\r\n"
+  b"250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n421 4.3.2 shutting down\r\n")
+w('client_bdat', 'gate-refuses-second', bytes([0xB8, 0x7F]) +
+  BDAT_OK + b"250 2.0.0 Ok: queued as A1\r\n")
+w('client_bdat', 'multi-chunk-refused', bytes([0x88, 0x04]) +
+  b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 5 octets\r\n552 5.3.4 too big\r\n"
+  b"554 5.5.0 earlier chunk failed\r\n")

@@ -18,7 +18,7 @@ set -euo pipefail
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}"
-ALL_TARGETS=(reply_parser capabilities dot_stuffer config client_session)
+ALL_TARGETS=(reply_parser capabilities dot_stuffer config client_session client_bdat)
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL_TARGETS[*]}}"
 
 FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

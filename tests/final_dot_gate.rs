@@ -142,3 +142,148 @@ async fn the_gate_works_through_a_mailer_and_its_pool() {
     assert_eq!(*gate.stored_at_call.lock().expect("lock"), [0]);
     assert_eq!(server.truth().stored.len(), 1, "{report:?}");
 }
+
+/// With BDAT the gate runs before the last chunk's final octet leaves: the capture server
+/// (CHUNKING and PIPELINING) has stored none of the batch's messages the gate is asked about,
+/// and a refusal leaves the message unsent and the session closed.
+#[cfg(feature = "server")]
+mod bdat {
+    use super::*;
+    use smtpkit::client::Chunking;
+    use smtpkit::server::{Server, ServerConfig};
+    use std::sync::Mutex;
+
+    struct CaptureProbe {
+        calls: AtomicUsize,
+        stored_at_call: Mutex<Vec<usize>>,
+        stored: Arc<AtomicUsize>,
+        refuse_at: Option<usize>,
+    }
+
+    impl FinalDotGate for CaptureProbe {
+        fn before_final_dot(&self) -> GateFuture<'_> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                self.stored_at_call
+                    .lock()
+                    .expect("lock")
+                    .push(self.stored.load(Ordering::SeqCst));
+                if self.refuse_at == Some(n) {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        Stage::Body,
+                        "the journal is full",
+                    ));
+                }
+                Ok(())
+            })
+        }
+    }
+
+    async fn capture_server() -> (
+        u16,
+        Arc<AtomicUsize>,
+        tempfile::TempDir,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ServerConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().join("mail"),
+        );
+        let stored = Arc::new(AtomicUsize::new(0));
+        let counter = stored.clone();
+        let hook = Arc::new(move |_: &smtpkit::server::StoredMessage| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let server = Server::bind_with(config, Some(hook)).await.expect("bind");
+        let port = server.local_addr().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        (port, stored, dir, stop)
+    }
+
+    fn probe(stored: &Arc<AtomicUsize>, refuse_at: Option<usize>) -> Arc<CaptureProbe> {
+        Arc::new(CaptureProbe {
+            calls: AtomicUsize::new(0),
+            stored_at_call: Mutex::new(Vec::new()),
+            stored: stored.clone(),
+            refuse_at,
+        })
+    }
+
+    fn chunked() -> ClientOptions {
+        ClientOptions {
+            chunking: Chunking {
+                max_chunk_size: 8,
+                ..Chunking::default()
+            },
+            ..options()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_runs_before_the_last_octet_of_each_message() {
+        let (port, stored, _dir, stop) = capture_server().await;
+        let gate = probe(&stored, None);
+        let mut conn = Connection::connect("127.0.0.1", port, chunked())
+            .await
+            .expect("connect");
+        assert!(conn.capabilities().chunking());
+        let env = envelope();
+        let bodies: Vec<String> = (0..3)
+            .map(|n| format!("Subject: {n}\r\n\r\n.message {n}\r\n"))
+            .collect();
+        let batch: Vec<(&Envelope, &[u8])> = bodies.iter().map(|b| (&env, b.as_bytes())).collect();
+        for r in with_final_dot_gate(gate.clone(), conn.send_many(&batch)).await {
+            r.expect("sent");
+        }
+        conn.quit().await.expect("quit");
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 3);
+        // At each call the server had at most the messages before this one, never this one.
+        let at_call = gate.stored_at_call.lock().expect("lock").clone();
+        assert!(
+            at_call.iter().enumerate().all(|(i, &n)| n <= i),
+            "{at_call:?}"
+        );
+        assert_eq!(stored.load(Ordering::SeqCst), 3);
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn a_gate_that_fails_stops_the_message_before_its_last_octet() {
+        let (port, stored, _dir, stop) = capture_server().await;
+        let gate = probe(&stored, Some(1));
+        let mut conn = Connection::connect("127.0.0.1", port, chunked())
+            .await
+            .expect("connect");
+        let env = envelope();
+        let body: &[u8] = b"Subject: x\r\n\r\nlonger than one chunk\r\n";
+        let results = with_final_dot_gate(
+            gate.clone(),
+            conn.send_many(&[(&env, body), (&env, body), (&env, body)]),
+        )
+        .await;
+        results[0].as_ref().expect("the first was sent");
+        let err = results[1].as_ref().expect_err("the gate refused");
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(!err.is_outcome_unknown(), "{err}");
+        let third = results[2].as_ref().expect_err("not sent");
+        assert!(
+            third.is_transient() && !third.is_outcome_unknown(),
+            "{third}"
+        );
+        assert!(!conn.is_usable());
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            stored.load(Ordering::SeqCst),
+            1,
+            "only the first was stored"
+        );
+        let _ = stop.send(());
+    }
+}

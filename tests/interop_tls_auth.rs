@@ -12,7 +12,8 @@ mod support;
 use std::time::Duration;
 
 use smtpkit::client::{
-    ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector, TlsSettings,
+    Chunking, ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector,
+    TlsSettings, Transcript,
 };
 use smtpkit::proto::{Address, Mechanism, Secret};
 use smtpkit::ErrorKind;
@@ -25,6 +26,7 @@ fn main() -> std::process::ExitCode {
         aiosmtpd_starttls_with_auth_plain_and_login,
         aiosmtpd_implicit_tls_with_auth,
         postfix_smtpd_starttls_implicit_tls_and_cyrus_sasl,
+        postfix_smtpd_bdat_pipelined_batch_and_refused_recipients,
         send_and_notify_end_to_end_against_aiosmtpd,
     ])
 }
@@ -232,6 +234,86 @@ async fn postfix_smtpd_starttls_implicit_tls_and_cyrus_sasl() -> TestResult {
     .expect_err("wrong password");
     assert_eq!(err.kind(), ErrorKind::Auth);
     assert_eq!(err.reply().map(|r| r.code().value()), Some(535));
+    Ok(())
+}
+
+/// CHUNKING against Postfix's smtpd (which offers it since 3.4): a batch with several
+/// messages in flight, one of them in several chunks, lines starting with `.` delivered as
+/// written; then, without AUTH, every recipient refused: Postfix refuses the BDAT too (RFC
+/// 3030 §3), the client reports the refusal and the session goes on.
+async fn postfix_smtpd_bdat_pipelined_batch_and_refused_recipients() -> TestResult {
+    let pki = TestPki::new();
+    let (cert, key) = pki.write_leaf_pem(Leaf::Valid);
+    let postfix = PostfixSmtpd::start("postfix_smtpd_bdat", &cert, &key, USER, PASSWORD)?;
+    let (transcript, lines) = Transcript::buffer();
+    let mut opts = options(&pki, Security::StartTls, PASSWORD, Some(Mechanism::Plain));
+    opts.transcript = Some(transcript);
+    opts.chunking = Chunking {
+        max_chunk_size: 64,
+        ..Chunking::default()
+    };
+    let mut conn = Connection::connect("127.0.0.1", postfix.smtp_port, opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", postfix.maillog()));
+    assert!(
+        conn.capabilities().chunking() && conn.capabilities().pipelining(),
+        "Postfix offers CHUNKING and PIPELINING: {:?}",
+        conn.capabilities()
+    );
+    let bodies: Vec<String> = (0..5)
+        .map(|i| {
+            let filler = if i == 2 {
+                "x".repeat(300)
+            } else {
+                String::new()
+            };
+            format!(
+                "Subject: bdat {i}\r\n\r\n.dot line {i}\r\n..two\r\n.\r\n{filler}\r\nend {i}\r\n"
+            )
+        })
+        .collect();
+    let env = envelope();
+    let batch: Vec<(&Envelope, &[u8])> = bodies.iter().map(|b| (&env, b.as_bytes())).collect();
+    for (i, result) in conn.send_many(&batch).await.into_iter().enumerate() {
+        let report = result.unwrap_or_else(|e| panic!("message {i}: {e}\n{}", postfix.maillog()));
+        assert!(report.queue_id().is_some(), "{}", report.data_reply());
+    }
+    conn.quit().await.expect("quit");
+    let sent = lines.lines();
+    assert!(
+        sent.iter().any(|l| l.ends_with("BDAT 64")),
+        "several chunks: {sent:?}"
+    );
+    assert!(!sent.iter().any(|l| l.ends_with("DATA")), "{sent:?}");
+    let got = postfix.wait_for_messages(5, Duration::from_secs(20));
+    assert_eq!(got.len(), 5, "{}", postfix.maillog());
+    for i in 0..5 {
+        assert!(
+            got.iter()
+                .any(|m| m.contains(&format!("\n.dot line {i}\n..two\n.\n"))
+                    && m.contains(&format!("end {i}\n"))),
+            "message {i} as written, dots untouched: {got:?}"
+        );
+    }
+    // Plain text, no AUTH: Postfix refuses every recipient (relay access), then the BDAT.
+    let mut plain = options(&pki, Security::None, PASSWORD, None);
+    plain.credentials = None;
+    let mut conn = Connection::connect("127.0.0.1", postfix.smtp_port, plain)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", postfix.maillog()));
+    let results = conn
+        .send_many(&[(&env, bodies[0].as_bytes()), (&env, bodies[1].as_bytes())])
+        .await;
+    for result in &results {
+        let err = result.as_ref().expect_err("recipients refused");
+        assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+        assert_eq!(err.stage(), smtpkit::Stage::RcptTo, "{err}");
+        assert!(err.is_permanent() && !err.is_outcome_unknown(), "{err}");
+        assert_eq!(err.recipients().len(), 2);
+    }
+    assert!(conn.is_usable(), "the session goes on");
+    conn.noop().await.expect("NOOP after the refusals");
+    conn.quit().await.expect("quit");
     Ok(())
 }
 

@@ -234,6 +234,7 @@ fn error_messages_name_the_path_and_what_is_wrong() {
         (provider_yaml(&format!("{BASE}\nplatform: acs")), "providers.email.config.platform: platform `acs` is not supported by this build"),
         (provider_yaml(&format!("{BASE}\nplatform: smpt")), "providers.email.config.platform: unknown platform `smpt`; did you mean `smtp`?"),
         (provider_yaml(&format!("{BASE}\ntls_skip_verify: maybe")), "providers.email.config.tls_skip_verify: expected true or false"),
+        (provider_yaml(&format!("{BASE}\nchunking: sometimes")), "providers.email.config.chunking: expected true or false"),
         (provider_yaml(&format!("{BASE}\nsecurity: startls")), "providers.email.config.security: unknown value \"startls\"; did you mean `starttls`?"),
         (provider_yaml(&format!("{BASE}\nauth: cram-md5")), "providers.email.config.auth: unknown value \"cram-md5\""),
         (provider_yaml(&format!("{BASE}\ntimeouts: {{command: 30}}")), "providers.email.config.timeouts.command: \"30\" needs a unit"),
@@ -618,6 +619,21 @@ fn a_recipient_written_as_a_number_is_reported_as_written() {
     assert!(
         e.starts_with("workflows[0].steps[0].config.to[0]: address \"1.10\""),
         "{e}"
+    );
+}
+
+#[test]
+fn chunking_is_on_unless_turned_off() {
+    let on = smtp_with(BASE);
+    assert!(on.chunking);
+    assert!(on.client_options().expect("options").chunking.enabled);
+    let off = smtp_with(&format!("{BASE}\nchunking: false"));
+    assert!(!off.chunking);
+    let options = off.client_options().expect("options");
+    assert!(!options.chunking.enabled);
+    assert_eq!(
+        options.chunking.max_messages_in_flight,
+        smtpkit::client::Chunking::default().max_messages_in_flight
     );
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use smtpkit::client::{
-    ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector, TlsSettings,
-    Transcript,
+    Chunking, ClientOptions, Connection, Credentials, Envelope, Security, TlsConnector,
+    TlsSettings, Transcript,
 };
 use smtpkit::proto::{Address, Command, Mechanism, MechanismName, Parameter, Secret};
 use smtpkit::server::{LocalCa, Server, ServerConfig, ServerLimits, StoredMessage};
@@ -45,6 +45,8 @@ fn main() -> std::process::ExitCode {
         xoauth2_on_the_wire_json_challenge_empty_line_and_cancel,
         serve_xoauth2_with_python_smtplib_and_no_token_in_its_output,
         bench_over_implicit_tls_and_starttls_with_auth_counts_handshakes,
+        bdat_stores_the_octets_as_sent_like_data_does,
+        bdat_ordering_rules_and_size_limit_on_the_wire,
     ])
 }
 
@@ -1725,5 +1727,125 @@ s.quit()
             "{secret} in serve's output:\n{everything}"
         );
     }
+    Ok(())
+}
+
+/// Messages whose lines start with dots, or hold a lone `.`, through BDAT (small chunks, so a
+/// message spans several) and through DATA: the stored files are the same, byte for byte.
+async fn bdat_stores_the_octets_as_sent_like_data_does() -> TestResult {
+    let messages: [&[u8]; 4] = [
+        MESSAGE,
+        b"Subject: lone dot\r\n\r\nbefore\r\n.\r\nafter\r\n",
+        b"Subject: bare LF\n\n.x\nno final line end",
+        b"Subject: a longer one\r\n\r\n.................................................\r\n",
+    ];
+    let mut stored_by_mode = Vec::new();
+    for enabled in [true, false] {
+        let mut server = start(false, false, false, ServerLimits::default()).await;
+        let (transcript, lines) = Transcript::buffer();
+        let options = ClientOptions {
+            transcript: Some(transcript),
+            chunking: Chunking {
+                enabled,
+                max_chunk_size: 16,
+                ..Chunking::default()
+            },
+            ..client_options(&server.ca_file, Security::None, None)
+        };
+        let mut conn = Connection::connect("127.0.0.1", server.port, options)
+            .await
+            .expect("plain");
+        assert!(conn.capabilities().chunking());
+        let env = envelope(&["a@example.org"]);
+        let batch: Vec<(&Envelope, &[u8])> = messages.iter().map(|m| (&env, *m)).collect();
+        for result in conn.send_many(&batch).await {
+            result.expect("sent");
+        }
+        conn.quit().await.expect("quit");
+        let mut bodies = Vec::new();
+        for _ in &messages {
+            let stored = server.next_message().await;
+            let file = std::fs::read(&stored.path).expect("file");
+            let at = file
+                .windows(9)
+                .position(|w| w == b"Subject: ")
+                .expect("the message");
+            bodies.push(file[at..].to_vec());
+        }
+        let sent_bdat = lines.lines().iter().any(|l| l.contains("BDAT 16"));
+        assert_eq!(sent_bdat, enabled, "{:?}", lines.lines());
+        stored_by_mode.push(bodies);
+        server.stop().await;
+    }
+    assert_eq!(stored_by_mode[0], stored_by_mode[1]);
+    assert_eq!(stored_by_mode[0][0], MESSAGE);
+    assert_eq!(
+        stored_by_mode[0][2],
+        b"Subject: bare LF\r\n\r\n.x\r\nno final line end\r\n"
+    );
+    Ok(())
+}
+
+/// RFC 3030 on raw pipelined input: a BDAT without MAIL gets 503 and without a recipient 554,
+/// its octets consumed either way; DATA in a BDAT transaction gets 503; `BDAT 0 LAST` ends a
+/// message; a chunk over the size limit gets 552 and LAST ends the failed transaction.
+async fn bdat_ordering_rules_and_size_limit_on_the_wire() -> TestResult {
+    let limits = ServerLimits {
+        max_message_size: 1000,
+        ..ServerLimits::default()
+    };
+    let mut server = start(false, false, false, limits).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let big = "y".repeat(600);
+    let input = format!(
+        "EHLO raw.test\r\n\
+         BDAT 11\r\nMAIL FROM\r\n\
+         MAIL FROM:<a@example.com>\r\nBDAT 3 LAST\r\nabc\
+         RSET\r\n\
+         MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nBDAT 4\r\n.x\r\nDATA\r\nBDAT 0 LAST\r\n\
+         BDAT x\r\n\
+         BDAT 0\r\n\
+         MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nBDAT 600\r\n{big}BDAT 600 LAST\r\n{big}\
+         MAIL FROM:<a@example.com>\r\nRSET\r\nQUIT\r\n"
+    );
+    s.write_all(input.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("250-CHUNKING\r\n") || text.contains("250 CHUNKING\r\n"),
+        "{text}"
+    );
+    let codes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() >= 4 && &l[3..4] == " ")
+        .map(|l| &l[..3])
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "220", "250", // greeting, EHLO
+            "503", // BDAT without MAIL: its 11 octets ("MAIL FROM" CRLF) consumed
+            "250", "554", // MAIL, BDAT without a recipient
+            "250", // RSET
+            "250", "250", "250", "503", "250", // MAIL RCPT BDAT, DATA refused, BDAT 0 LAST
+            "501", "501", // BDAT x, BDAT 0 without LAST: syntax
+            "250", "250", "250", "552", // MAIL RCPT BDAT 600, BDAT 600 LAST over the limit
+            "250", "250", "221", // MAIL (the failed transaction ended), RSET, QUIT
+        ],
+        "{text}"
+    );
+    let stored = server.next_message().await;
+    let file = std::fs::read_to_string(&stored.path).expect("file");
+    assert!(
+        file.ends_with("X-Envelope-To: <b@example.org>\r\n.x\r\n"),
+        "{file:?}"
+    );
+    server.stop().await;
     Ok(())
 }

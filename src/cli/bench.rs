@@ -29,6 +29,15 @@ pub enum Pipelining {
     Off,
 }
 
+/// Whether to send with BDAT when the server offers CHUNKING (and PIPELINING).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChunkingMode {
+    /// BDAT when offered (RFC 3030), with several messages in flight.
+    Auto,
+    /// DATA even when CHUNKING is offered.
+    Off,
+}
+
 /// Measure throughput: send N generated messages over C reused connections.
 #[derive(Args, Debug)]
 #[command(after_help = "Example (Postfix's smtp-sink as the server):
@@ -55,6 +64,9 @@ pub struct BenchArgs {
     /// Pipeline when offered, or not.
     #[arg(long, value_enum, default_value = "auto")]
     pub pipelining: Pipelining,
+    /// Send with BDAT when CHUNKING is offered, or always with DATA.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub chunking: ChunkingMode,
     /// Add this round-trip time (ms) with a built-in loopback delay proxy.
     #[arg(long, value_name = "MS")]
     pub rtt: Option<u64>,
@@ -177,6 +189,10 @@ fn bench_options(args: &BenchArgs) -> Result<ClientOptions, Failure> {
         credentials,
         client_name: ClientName::new("bench.smtpkit.test").ok(),
         disable_pipelining: args.pipelining == Pipelining::Off,
+        chunking: smtpkit::client::Chunking {
+            enabled: args.chunking == ChunkingMode::Auto,
+            ..smtpkit::client::Chunking::default()
+        },
         ..ClientOptions::default()
     })
 }
@@ -238,6 +254,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     let envelope = Arc::new(envelope);
     let next = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let bdat_used = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Progress is for people watching stderr; with --json too, stdout stays the one object.
     let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(args.count as u64);
@@ -276,6 +293,7 @@ pub async fn run(args: BenchArgs) -> u8 {
     let mut workers = Vec::new();
     let direct = if args.mailer { 0 } else { args.concurrency };
     for _ in 0..direct {
+        let bdat_used = bdat_used.clone();
         let (options, message, envelope, next, tally, progress) = (
             options.clone(),
             message.clone(),
@@ -321,6 +339,9 @@ pub async fn run(args: BenchArgs) -> u8 {
                 // Batches only help when the session pipelines.
                 let pipelined =
                     c.capabilities().pipelining() && args.pipelining == Pipelining::Auto;
+                if pipelined && c.capabilities().chunking() && args.chunking == ChunkingMode::Auto {
+                    bdat_used.store(true, Ordering::Relaxed);
+                }
                 let batch = if pipelined {
                     args.batch.clamp(1, even)
                 } else {
@@ -416,6 +437,8 @@ pub async fn run(args: BenchArgs) -> u8 {
             "size": message.len(),
             "rtt_ms": args.rtt,
             "pipelining": format!("{:?}", args.pipelining).to_lowercase(),
+            "chunking": format!("{:?}", args.chunking).to_lowercase(),
+            "bdat": bdat_used.load(Ordering::Relaxed),
             "batch": args.batch,
             "security": format!("{:?}", args.security).to_lowercase(),
             "mailer": args.mailer,

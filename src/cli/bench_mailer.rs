@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use smtpkit::client::Envelope;
 use smtpkit::provider::{Config, Mailer};
 
-use super::bench::{BenchArgs, BenchSecurity};
+use super::bench::{BenchArgs, BenchSecurity, ChunkingMode};
 use super::exit;
 use super::output::Failure;
 
@@ -57,6 +57,9 @@ fn config(args: &BenchArgs, host: &str, port: u16) -> Result<Config, Failure> {
         if args.security == BenchSecurity::None {
             yaml.push_str("      allow_insecure_auth: true\n");
         }
+    }
+    if args.chunking == ChunkingMode::Off {
+        yaml.push_str("      chunking: false\n");
     }
     if args.tls_skip_verify {
         yaml.push_str("      tls_skip_verify: true\n");

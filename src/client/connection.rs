@@ -750,7 +750,8 @@ impl Connection {
 
     /// Sends any command and returns the server's reply, whatever its code. A `354` to DATA
     /// must be followed by [`Connection::send_body`]; until then every other call is refused.
-    /// STARTTLS has its own call, [`Connection::starttls`].
+    /// STARTTLS has its own call, [`Connection::starttls`]; BDAT, which carries the message,
+    /// is refused (the transaction calls send it).
     ///
     /// Cancel safety: if the future is dropped after the command was written and before its
     /// reply was read, the session is never used again (every later call fails, a pool
@@ -762,6 +763,13 @@ impl Connection {
                 ErrorKind::InvalidInput,
                 Stage::Command,
                 "STARTTLS changes the stream: use Connection::starttls",
+            ));
+        }
+        if matches!(command, Command::Bdat { .. }) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                Stage::Command,
+                "BDAT carries message octets: use Connection::send_mail or send_many",
             ));
         }
         let limit = match command {

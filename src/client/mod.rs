@@ -14,6 +14,7 @@
 //! ```
 
 mod auth;
+mod chunking;
 mod connection;
 mod connector;
 mod envelope;
@@ -36,7 +37,7 @@ pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;
 pub use final_dot_gate::{with_final_dot_gate, FinalDotGate, GateFuture};
 pub use happy_eyeballs::{AttemptOutcome, ConnectAttempt, RecentFailures, DEFAULT_ATTEMPT_DELAY};
-pub use options::ClientOptions;
+pub use options::{Chunking, ClientOptions};
 pub(crate) use proxy::UNREACHABLE_PREFIX as PROXY_UNREACHABLE;
 pub use proxy::{Proxy, ProxyKind, ProxyUrlError};
 pub use sender::{Sender, Sent};

@@ -53,6 +53,8 @@ pub struct ClientOptions {
     /// Send each command in lock-step even when the server offers PIPELINING (for
     /// measurements and for servers that announce it but get it wrong).
     pub disable_pipelining: bool,
+    /// Whether and how BDAT (CHUNKING, RFC 3030) is used instead of DATA; see [`Chunking`].
+    pub chunking: Chunking,
     /// How the byte stream to the server is opened; `None` is plain TCP with TCP_NODELAY,
     /// to every address of the host in turn (Happy Eyeballs, RFC 8305).
     pub connector: Option<SharedConnector>,
@@ -74,6 +76,50 @@ pub struct ClientOptions {
     /// direct connection. Not used when `connector` is set (a connector opens the stream
     /// its own way).
     pub proxy: Option<super::proxy::Proxy>,
+}
+
+/// How messages are sent with BDAT (CHUNKING, RFC 3030) instead of DATA.
+///
+/// When the server offers both CHUNKING and PIPELINING (and pipelining is not disabled),
+/// each message goes as MAIL, RCPT… and `BDAT <size> LAST` with its octets in one write,
+/// with no wait for a `354`, and [`Connection::send_many`](super::Connection::send_many)
+/// keeps several messages in flight, bounded by `max_messages_in_flight` and
+/// `max_bytes_in_flight`. Otherwise messages go with DATA.
+///
+/// ```
+/// use smtpkit::client::{Chunking, ClientOptions};
+/// let force_data = ClientOptions {
+///     chunking: Chunking { enabled: false, ..Chunking::default() },
+///     ..ClientOptions::default()
+/// };
+/// # let _ = force_data;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    /// Use BDAT when the server offers CHUNKING and PIPELINING. Default `true`; `false`
+    /// always sends DATA.
+    pub enabled: bool,
+    /// At most this many messages written and not yet answered in full, per session.
+    /// Default 32; 0 counts as 1.
+    pub max_messages_in_flight: usize,
+    /// At most this many message octets written and not yet answered in full, per session;
+    /// a larger message still goes, alone. Default 4 MiB.
+    pub max_bytes_in_flight: usize,
+    /// The largest BDAT chunk: a longer message goes in several (the last with `LAST`).
+    /// Default 1 MiB; 0 counts as 1. Raised for a message that would need more than 256
+    /// chunks (their replies are read only after the message is written).
+    pub max_chunk_size: usize,
+}
+
+impl Default for Chunking {
+    fn default() -> Chunking {
+        Chunking {
+            enabled: true,
+            max_messages_in_flight: 32,
+            max_bytes_in_flight: 4 * 1024 * 1024,
+            max_chunk_size: 1024 * 1024,
+        }
+    }
 }
 
 impl ClientOptions {

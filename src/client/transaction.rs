@@ -3,7 +3,9 @@
 use super::connection::Connection;
 use super::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result, Stage};
-use crate::proto::{Address, Command, DotStuffer, Offered, Parameter, Reply, ReplyCode};
+use std::borrow::Cow;
+
+use crate::proto::{bdat_body, Address, Command, DotStuffer, Offered, Parameter, Reply, ReplyCode};
 
 /// What the server said to one RCPT TO.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,18 @@ pub struct TransactionReport {
 }
 
 impl TransactionReport {
+    pub(super) fn new(
+        mail_reply: Reply,
+        recipients: Vec<RecipientResult>,
+        data_reply: Reply,
+    ) -> TransactionReport {
+        TransactionReport {
+            mail_reply,
+            recipients,
+            data_reply,
+        }
+    }
+
     /// The reply to MAIL FROM.
     pub fn mail_reply(&self) -> &Reply {
         &self.mail_reply
@@ -45,7 +59,7 @@ impl TransactionReport {
         self.recipients.iter().filter(|r| !r.accepted())
     }
 
-    /// The reply to the final `.`, usually naming the queue id.
+    /// The reply to the final `.` (or to `BDAT … LAST`), usually naming the queue id.
     pub fn data_reply(&self) -> &Reply {
         &self.data_reply
     }
@@ -164,20 +178,23 @@ struct Replies {
 }
 
 /// A message made ready for the wire before anything is sent: its commands, already encoded
-/// (so a bad one fails before any byte leaves), and its dot-stuffed body.
-struct Prepared {
-    mail: Command,
-    rcpts: Vec<Command>,
-    addresses: Vec<Address>,
-    /// MAIL, every RCPT and DATA, encoded: the pipelined group.
-    group: Vec<u8>,
+/// (so a bad one fails before any byte leaves), and its body as it goes on the wire.
+pub(super) struct Prepared<'a> {
+    pub(super) mail: Command,
+    pub(super) rcpts: Vec<Command>,
+    pub(super) addresses: Vec<Address>,
+    /// MAIL, every RCPT (and DATA, for the DATA path), encoded: the pipelined group.
+    pub(super) group: Vec<u8>,
     /// The group's lines as the transcript shows them.
-    group_lines: Vec<String>,
-    wire_body: Vec<u8>,
-    body_len: usize,
+    pub(super) group_lines: Vec<String>,
+    /// For DATA: dot-stuffed with its terminator. For BDAT: the message with CRLF line ends,
+    /// not stuffed ([`crate::proto::bdat_body`]).
+    pub(super) wire_body: Cow<'a, [u8]>,
+    /// The message's length as given.
+    pub(super) body_len: usize,
 }
 
-fn not_sent() -> Error {
+pub(super) fn not_sent() -> Error {
     Error::new(
         ErrorKind::Closed,
         Stage::MailFrom,
@@ -196,6 +213,10 @@ impl Connection {
     /// and offered (SMTPUTF8 also for raw UTF-8 headers, RFC 6532); a message over the SIZE
     /// limit, or with a line over 998 octets (RFC 5321 §4.5.3.1.6), fails before anything is
     /// sent.
+    ///
+    /// When the server offers CHUNKING as well, MAIL, every RCPT and `BDAT <size> LAST` with
+    /// the message leave in one write instead (RFC 3030; see [`Connection::send_many`] and
+    /// [`super::Chunking`]).
     ///
     /// `message` is the RFC 5322 message (headers and body); line ends are normalised to CRLF.
     ///
@@ -227,6 +248,14 @@ impl Connection {
     /// judged on its own replies; a message whose own preparation fails (bad address, too
     /// large) is reported without affecting the others.
     ///
+    /// With CHUNKING as well (RFC 3030; see [`super::Chunking`]), each message is MAIL, RCPT…
+    /// and `BDAT <size> LAST` with its octets, not dot-stuffed, in one write with no wait for
+    /// a `354`, and several messages are in flight at once (an `RSET` before each one after
+    /// the first keeps a failed transaction from touching the next). When the session fails
+    /// half-way, a message whose last chunk was written and whose reply did not come is
+    /// reported as outcome unknown ([`Error::is_outcome_unknown`]); one not yet fully written
+    /// as not sent (transient).
+    ///
     /// Cancel safety: if the future is dropped after the first command was written and before
     /// the last reply was read, the session is never used again (every later call fails, a
     /// pool discards it); which of the messages the server took is then unknown.
@@ -246,10 +275,12 @@ impl Connection {
     }
 
     async fn send_batch(&mut self, batch: &[(&Envelope, &[u8])]) -> Vec<Result<TransactionReport>> {
+        let pipelining = self.capabilities.pipelining() && !self.options().disable_pipelining;
+        let bdat = pipelining && self.capabilities.chunking() && self.options().chunking.enabled;
         let mut results: Vec<Option<Result<TransactionReport>>> = Vec::with_capacity(batch.len());
         let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
         for (envelope, message) in batch {
-            match self.prepare(envelope, message) {
+            match self.prepare(envelope, message, bdat) {
                 Ok(p) => {
                     prepared.push(Some(p));
                     results.push(None);
@@ -260,7 +291,13 @@ impl Connection {
                 }
             }
         }
-        let pipelining = self.capabilities.pipelining() && !self.options().disable_pipelining;
+        if bdat {
+            self.send_batch_bdat(&prepared, &mut results).await;
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(not_sent())))
+                .collect();
+        }
         let ready: Vec<usize> = (0..prepared.len())
             .filter(|&i| prepared[i].is_some())
             .collect();
@@ -289,10 +326,22 @@ impl Connection {
             .collect()
     }
 
-    fn prepare(&self, envelope: &Envelope, message: &[u8]) -> Result<Prepared> {
+    fn prepare<'a>(
+        &self,
+        envelope: &Envelope,
+        message: &'a [u8],
+        bdat: bool,
+    ) -> Result<Prepared<'a>> {
         check_line_lengths(message)?;
         let params = self.mail_parameters(envelope, message)?;
-        let (wire_body, message_size) = DotStuffer::encode_sized(message);
+        let (wire_body, message_size) = if bdat {
+            let body = bdat_body(message);
+            let size = body.len();
+            (body, size)
+        } else {
+            let (stuffed, size) = DotStuffer::encode_sized(message);
+            (Cow::Owned(stuffed), size)
+        };
         if let Some(limit) = self.capabilities.size_limit() {
             let size = message_size as u64;
             if size > limit {
@@ -334,9 +383,10 @@ impl Connection {
         }
         let mut group = Vec::with_capacity(64 * (rcpts.len() + 2));
         let mut group_lines = Vec::with_capacity(rcpts.len() + 2);
+        let data = (!bdat).then_some((&Command::Data, Stage::Data));
         for (command, stage) in std::iter::once((&mail, Stage::MailFrom))
             .chain(rcpts.iter().map(|r| (r, Stage::RcptTo)))
-            .chain(std::iter::once((&Command::Data, Stage::Data)))
+            .chain(data)
         {
             command
                 .encode(&mut group)
@@ -442,8 +492,8 @@ impl Connection {
     /// left with this message's body.
     async fn pipelined_transaction(
         &mut self,
-        p: &Prepared,
-        next: Option<&Prepared>,
+        p: &Prepared<'_>,
+        next: Option<&Prepared<'_>>,
         group_sent: bool,
     ) -> (Result<TransactionReport>, bool) {
         let timeouts = *self.options().timeouts();
@@ -478,7 +528,7 @@ impl Connection {
     }
 
     /// Without PIPELINING: each command waits for its reply; DATA only when a recipient was accepted.
-    async fn lockstep_transaction(&mut self, p: &Prepared) -> Result<TransactionReport> {
+    async fn lockstep_transaction(&mut self, p: &Prepared<'_>) -> Result<TransactionReport> {
         let timeouts = *self.options().timeouts();
         let mail = self
             .round_trip(&p.mail, Stage::MailFrom, timeouts.command)
@@ -529,7 +579,11 @@ impl Connection {
     }
 
     /// Reads a reply; a 421 ends the session at once (RFC 5321 §3.8), so it is an error here.
-    async fn read_checked(&mut self, stage: Stage, limit: std::time::Duration) -> Result<Reply> {
+    pub(super) async fn read_checked(
+        &mut self,
+        stage: Stage,
+        limit: std::time::Duration,
+    ) -> Result<Reply> {
         let reply = self.wire().read_reply(stage, limit).await?;
         if reply.code() == ReplyCode::SERVICE_NOT_AVAILABLE {
             return Err(Error::rejected(stage, reply));
@@ -542,8 +596,8 @@ impl Connection {
     async fn conclude(
         &mut self,
         replies: Replies,
-        p: &Prepared,
-        next: Option<&Prepared>,
+        p: &Prepared<'_>,
+        next: Option<&Prepared<'_>>,
     ) -> (Result<TransactionReport>, bool) {
         let timeouts = *self.options().timeouts();
         let Replies {

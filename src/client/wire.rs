@@ -185,16 +185,32 @@ impl Wire {
     /// off. A failure once the first `body_end` bytes (the body and its final `.`) were taken
     /// by the network counts as [`Stage::DataEnd`]: the server may have the message.
     pub(crate) async fn flush_body(&mut self, block: Duration, body_end: usize) -> Result<()> {
-        self.check_usable(Stage::Body)?;
+        let stage_at = |written: usize| {
+            if written >= body_end {
+                Stage::DataEnd
+            } else {
+                Stage::Body
+            }
+        };
+        self.flush_counted(block, stage_at).await.1
+    }
+
+    /// Writes everything queued like [`Wire::flush_body`] (a fresh `block` deadline for each
+    /// write that makes progress) and tells how many bytes the network took, also on failure;
+    /// `stage_at(written)` labels a failure after `written` bytes.
+    pub(crate) async fn flush_counted(
+        &mut self,
+        block: Duration,
+        stage_at: impl Fn(usize) -> Stage,
+    ) -> (usize, Result<()>) {
+        if let Err(e) = self.check_usable(stage_at(0)) {
+            return (0, Err(e));
+        }
         let out = std::mem::take(&mut self.out);
         let mut written = 0;
         let mut failure = None;
         while written < out.len() {
-            let stage = if written >= body_end {
-                Stage::DataEnd
-            } else {
-                Stage::Body
-            };
+            let stage = stage_at(written);
             let (end, overall) = self.end_of(block);
             match timeout_at(end, self.stream.write(&out[written..])).await {
                 Ok(Ok(0)) => {
@@ -225,15 +241,10 @@ impl Wire {
         self.out = out;
         self.out.clear();
         if let Some(e) = failure {
-            return Err(self.poison(e));
+            return (written, Err(self.poison(e)));
         }
-        let stage = if written >= body_end {
-            Stage::DataEnd
-        } else {
-            Stage::Body
-        };
         let (end, _) = self.end_of(block);
-        self.flush_stream(stage, end).await
+        (written, self.flush_stream(stage_at(written), end).await)
     }
 
     async fn write_until(&mut self, bytes: &[u8], stage: Stage, deadline: Instant) -> Result<()> {

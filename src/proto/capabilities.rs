@@ -130,6 +130,12 @@ impl Capabilities {
         self.has("CHUNKING")
     }
 
+    /// BINARYMIME (RFC 3030 §3), `BODY=BINARYMIME` with BDAT. smtpkit never sends binary
+    /// bodies (its messages are 7-bit or 8BITMIME text), so this is for information only.
+    pub fn binarymime(&self) -> bool {
+        self.has("BINARYMIME")
+    }
+
     /// DSN (RFC 3461).
     pub fn dsn(&self) -> bool {
         self.has("DSN")

@@ -180,6 +180,18 @@ pub enum Command {
     AuthResponse(Secret),
     /// `VRFY string` (RFC 5321 §4.1.1.6).
     Vrfy(String),
+    /// `BDAT size [LAST]` (CHUNKING, RFC 3030 §2): announces the next `size` octets of the
+    /// message, which follow the command line as they are (no dot-stuffing); `last` ends the
+    /// message. A chunk of 0 octets is only valid as the last one (`BDAT 0 LAST`).
+    ///
+    /// Only the transaction calls of [`crate::client::Connection`] send it, together with its
+    /// octets: [`crate::client::Connection::command`] refuses it.
+    Bdat {
+        /// How many octets follow the command line.
+        size: u64,
+        /// Whether this chunk ends the message (`LAST`).
+        last: bool,
+    },
 }
 
 impl Command {
@@ -202,6 +214,18 @@ impl Command {
         };
         if let Command::Vrfy(s) = self {
             reject_control("VRFY argument", s)?;
+        }
+        // RFC 3030 §2: only the last chunk may be empty (`BDAT 0 LAST` ends a message).
+        if let Command::Bdat {
+            size: 0,
+            last: false,
+        } = self
+        {
+            return Err(InvalidInput::Invalid {
+                what: "BDAT chunk",
+                value: "BDAT 0".into(),
+                reason: "an empty chunk is only valid as the last one (BDAT 0 LAST)",
+            });
         }
         if let Command::AuthResponse(s)
         | Command::Auth {
@@ -249,6 +273,7 @@ impl Command {
             Command::StartTls => "STARTTLS",
             Command::Auth { .. } | Command::AuthResponse(_) => "AUTH",
             Command::Vrfy(_) => "VRFY",
+            Command::Bdat { .. } => "BDAT",
         }
     }
 
@@ -289,6 +314,8 @@ impl Command {
             }
             Command::AuthResponse(r) => write!(line, "{}", secret(r)),
             Command::Vrfy(s) => write!(line, "VRFY {s}"),
+            Command::Bdat { size, last: true } => write!(line, "BDAT {size} LAST"),
+            Command::Bdat { size, last: false } => write!(line, "BDAT {size}"),
         };
     }
 }
@@ -358,6 +385,27 @@ mod tests {
                 "AUTH PLAIN AGFsaWNlAHB3\r\n",
             ),
             (Command::AuthResponse(Secret::new("*")), "*\r\n"),
+            (
+                Command::Bdat {
+                    size: 14400,
+                    last: false,
+                },
+                "BDAT 14400\r\n",
+            ),
+            (
+                Command::Bdat {
+                    size: 7,
+                    last: true,
+                },
+                "BDAT 7 LAST\r\n",
+            ),
+            (
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+                "BDAT 0 LAST\r\n",
+            ),
         ];
         for (command, wire) in cases {
             assert_eq!(encode(&command).expect("encodes"), wire);
@@ -417,5 +465,26 @@ mod tests {
         assert!(encode(&Command::Vrfy("x\r\nDATA".into())).is_err());
         assert!(encode(&Command::AuthResponse(Secret::new("abc\r\nMAIL"))).is_err());
         assert!(MechanismName::new("PLAIN\r\n").is_err());
+    }
+
+    #[test]
+    fn an_empty_bdat_chunk_must_be_the_last() {
+        let mut out = b"previous".to_vec();
+        let err = Command::Bdat {
+            size: 0,
+            last: false,
+        }
+        .encode(&mut out)
+        .expect_err("BDAT 0 without LAST");
+        assert!(err.to_string().contains("BDAT 0 LAST"), "{err}");
+        assert_eq!(out, b"previous");
+        assert_eq!(
+            Command::Bdat {
+                size: 3,
+                last: true
+            }
+            .verb(),
+            "BDAT"
+        );
     }
 }

@@ -12,8 +12,10 @@
 //! | DSN, REQUIRETLS, MT-PRIORITY parameters, xtext (RFC 3461, 8689, 6710) | [`MailParams`], [`RcptParams`], [`xtext`] |
 //! | SASL PLAIN, LOGIN, XOAUTH2 (RFC 4954, RFC 4616) | [`SaslExchange`] |
 //! | DATA transparency and line ends (RFC 5321 §4.5.2, §2.3.8) | [`DotStuffer`], [`DotUnstuffer`] |
+//! | BDAT commands and chunks, no dot-stuffing (RFC 3030 §2) | [`Command::Bdat`], [`bdat_body`], [`bdat_chunks`] |
 
 mod address;
+mod bdat;
 mod capabilities;
 mod command;
 mod dot_stuffer;
@@ -27,6 +29,7 @@ mod secret;
 
 pub(crate) use address::reject_control;
 pub use address::{Address, ClientName, InvalidInput, ReversePath};
+pub use bdat::{bdat_body, bdat_chunks};
 pub use capabilities::Capabilities;
 pub use command::{Command, MechanismName, Parameter};
 pub use dot_stuffer::DotStuffer;

@@ -79,6 +79,9 @@ pub struct SmtpSettings {
     /// `proxy: env`, the one the environment named when the file was read. `None` connects
     /// directly.
     pub proxy: Option<crate::client::Proxy>,
+    /// `chunking` (extension): send with BDAT when the server offers CHUNKING and
+    /// PIPELINING (RFC 3030). Default `true`; `false` always sends DATA.
+    pub chunking: bool,
 }
 
 /// What the `provider:` key said.
@@ -158,6 +161,7 @@ const SMTP_KEYS: &[&str] = &[
     "source_address",
     "connect_attempt_delay",
     "proxy",
+    "chunking",
 ];
 const POOL_KEYS: &[&str] = &[
     "max_connections",
@@ -707,7 +711,13 @@ fn finish_smtp(
         Some(p) => super::proxy_config::parse_proxy(p.node(env), &host)?,
         None => None,
     };
+    let chunking = node
+        .get("chunking")
+        .map(|n| n.node(env).boolean())
+        .transpose()?
+        .unwrap_or(true);
     Ok(SmtpSettings {
+        chunking,
         source_address,
         connect_attempt_delay,
         pool,
@@ -957,6 +967,10 @@ impl SmtpSettings {
             source_address: self.source_address,
             attempt_delay: self.connect_attempt_delay,
             proxy: self.proxy.clone(),
+            chunking: crate::client::Chunking {
+                enabled: self.chunking,
+                ..crate::client::Chunking::default()
+            },
             ..ClientOptions::default()
         })
     }

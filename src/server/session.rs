@@ -38,6 +38,17 @@ pub(super) struct Session {
     authenticated: Option<String>,
     mail_from: Option<String>,
     rcpts: Vec<String>,
+    /// The message of the BDAT transaction under way (RFC 3030), once a first chunk came.
+    bdat: Option<BdatMessage>,
+}
+
+/// A message arriving in BDAT chunks.
+#[derive(Default)]
+struct BdatMessage {
+    octets: Vec<u8>,
+    /// A chunk was refused (too large, no recipient): the rest is read and dropped, and the
+    /// message refused at LAST (RFC 3030 §2).
+    failed: Option<&'static str>,
 }
 
 fn parse_path(arg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
@@ -76,6 +87,7 @@ impl Session {
             authenticated: None,
             mail_from: None,
             rcpts: Vec::new(),
+            bdat: None,
         }
     }
 
@@ -189,6 +201,7 @@ impl Session {
     fn reset_transaction(&mut self) {
         self.mail_from = None;
         self.rcpts.clear();
+        self.bdat = None;
     }
 
     /// Whether an account is configured (PLAIN/LOGIN or XOAUTH2): AUTH is then required for MAIL.
@@ -220,6 +233,7 @@ impl Session {
                     "8BITMIME".to_owned(),
                     "SMTPUTF8".to_owned(),
                     "ENHANCEDSTATUSCODES".to_owned(),
+                    "CHUNKING".to_owned(),
                 ];
                 if config.tls.is_some() && !self.tls {
                     lines.push("STARTTLS".to_owned());
@@ -250,6 +264,7 @@ impl Session {
             "MAIL" => self.mail(arg),
             "RCPT" => self.rcpt(arg),
             "DATA" => self.data().await?,
+            "BDAT" => self.bdat(arg).await?,
             "RSET" => {
                 self.reset_transaction();
                 self.reply("250 2.0.0 ok");
@@ -263,7 +278,7 @@ impl Session {
             "AUTH" => self.auth(arg).await?,
             "VRFY" => self.reply("252 2.5.2 cannot verify, but will accept"),
             "HELP" => self.reply(
-                "214 2.0.0 smtpkit local server: EHLO MAIL RCPT DATA RSET NOOP QUIT STARTTLS AUTH",
+                "214 2.0.0 smtpkit local server: EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT STARTTLS AUTH",
             ),
             _ => self.reply("500 5.5.2 command not recognized"),
         }
@@ -327,6 +342,11 @@ impl Session {
     }
 
     async fn data(&mut self) -> Step {
+        if self.bdat.is_some() {
+            // RFC 3030 §3: DATA and BDAT do not mix in one transaction.
+            self.reply("503 5.5.1 DATA during a BDAT transaction");
+            return Ok(());
+        }
         if self.mail_from.is_none() {
             self.reply("503 5.5.1 need MAIL first");
             return Ok(());
@@ -371,9 +391,111 @@ impl Session {
             self.reply("552 5.3.4 message size exceeds fixed maximum message size");
             return Ok(());
         }
+        self.store(from, rcpts, &message);
+        Ok(())
+    }
+
+    /// `BDAT size [LAST]` (RFC 3030 §2): reads the chunk's octets, whatever the reply, and
+    /// stores the message at LAST. RFC 3030 §3: without MAIL and RCPT the octets are read and
+    /// dropped with 503 (no MAIL) or 554 (no recipient); after a refused chunk the others are
+    /// refused too, until LAST ends the transaction.
+    async fn bdat(&mut self, arg: &str) -> Step {
+        let mut words = arg.split_ascii_whitespace();
+        let size = words.next().and_then(|w| {
+            w.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| w.parse::<u64>().ok())
+                .flatten()
+        });
+        let last = match words.next() {
+            None => Some(false),
+            Some(w) if w.eq_ignore_ascii_case("LAST") => Some(true),
+            Some(_) => None,
+        };
+        let (Some(size), Some(last), None) = (size, last, words.next()) else {
+            // Without a size the octets cannot be told from commands: the line alone is refused.
+            self.reply("501 5.5.4 syntax: BDAT <size> [LAST]");
+            return Ok(());
+        };
+        if size == 0 && !last {
+            self.reply("501 5.5.4 an empty chunk must be the last (BDAT 0 LAST)");
+            return Ok(());
+        }
+        let refusal = if self.mail_from.is_none() {
+            Some("503 5.5.1 need MAIL first")
+        } else if self.rcpts.is_empty() {
+            Some("554 5.5.1 no valid recipients")
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.read_octets(size, None).await?;
+            self.reply(refusal);
+            return Ok(());
+        }
+        let max = self.shared.config.limits.max_message_size as u64;
+        let mut message = self.bdat.take().unwrap_or_default();
+        let fits = (message.octets.len() as u64).saturating_add(size) <= max;
+        if message.failed.is_none() && !fits {
+            message.octets = Vec::new();
+            message.failed = Some("552 5.3.4 message size exceeds fixed maximum message size");
+        }
+        let sink = message.failed.is_none().then_some(&mut message.octets);
+        if let Err(end) = self.read_octets(size, sink).await {
+            tracing::warn!(
+                "session {}: the connection ended in the middle of a BDAT chunk; nothing stored",
+                self.peer
+            );
+            return Err(end);
+        }
+        match (message.failed, last) {
+            (Some(refusal), true) => {
+                self.reset_transaction();
+                self.reply(refusal);
+            }
+            (Some(refusal), false) => {
+                self.bdat = Some(message);
+                self.reply(refusal);
+            }
+            (None, false) => {
+                self.bdat = Some(message);
+                self.reply(&format!("250 2.0.0 {size} octets received"));
+            }
+            (None, true) => {
+                let from = self.mail_from.take().unwrap_or_default();
+                let rcpts = std::mem::take(&mut self.rcpts);
+                self.bdat = None;
+                self.store(from, rcpts, &message.octets);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `size` octets of a BDAT chunk into `sink`, or drops them.
+    async fn read_octets(&mut self, size: u64, mut sink: Option<&mut Vec<u8>>) -> Step {
+        let mut left = size;
+        loop {
+            let take = self
+                .inbuf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Some(sink) = sink.as_mut() {
+                sink.extend_from_slice(&self.inbuf[..take]);
+            }
+            self.inbuf.drain(..take);
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(false).await?;
+        }
+    }
+
+    /// Stores a received message and replies with its id (or 451).
+    fn store(&mut self, from: String, rcpts: Vec<String>, message: &[u8]) {
         let id = self.shared.store.next_id();
         let trace = self.trace(&id, &from, &rcpts);
-        match self.shared.store.write(&id, &trace, &message) {
+        match self.shared.store.write(&id, &trace, message) {
             Ok(path) => {
                 let stored = StoredMessage {
                     id: id.clone(),
@@ -394,7 +516,6 @@ impl Session {
                 self.reply("451 4.3.0 cannot store the message, try again later");
             }
         }
-        Ok(())
     }
 
     /// `Received:` (RFC 5321 §4.4) and the envelope, above the message.

@@ -88,7 +88,17 @@ impl FaultServer {
     }
 
     /// `delay` is added before each reply to MAIL (to keep sessions busy and overlapping).
+    /// Like [`FaultServer::start`], also offering CHUNKING (BDAT, RFC 3030), with the DATA
+    /// faults applied to the last chunk: `data_451` refuses it, the others as after a `.`.
+    pub async fn start_chunking(faults: Faults, seed: u64) -> FaultServer {
+        FaultServer::spawn(faults, seed, Duration::ZERO, true).await
+    }
+
     pub async fn start_with_delay(faults: Faults, seed: u64, delay: Duration) -> FaultServer {
+        FaultServer::spawn(faults, seed, delay, false).await
+    }
+
+    async fn spawn(faults: Faults, seed: u64, delay: Duration, chunking: bool) -> FaultServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let stats = Arc::new(Stats::default());
@@ -111,6 +121,7 @@ impl FaultServer {
                             fastrand::Rng::with_seed(seed.wrapping_add(n)),
                             &s,
                             delay,
+                            chunking,
                         ),
                     )
                     .await;
@@ -166,6 +177,18 @@ impl Lines {
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// Exactly `n` octets (a BDAT chunk).
+    async fn octets(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        Some(self.buf.drain(..n).collect())
     }
 
     async fn reply(&mut self, line: &str) -> Option<()> {
@@ -227,6 +250,7 @@ async fn session(
     mut rng: fastrand::Rng,
     stats: &Stats,
     delay: Duration,
+    chunking: bool,
 ) -> Option<()> {
     let _ = stream.set_nodelay(true);
     let mut io = Lines {
@@ -239,6 +263,8 @@ async fn session(
     io.reply("220 fault.test ESMTP").await?;
     let mut rcpts: Vec<String> = Vec::new();
     let mut mail = false;
+    // The BDAT chunks of the transaction so far.
+    let mut chunks: Vec<u8> = Vec::new();
     // Declared after `io`, so dropped (and counted out) before the socket closes.
     let mut tx = Transaction { stats, open: false };
     loop {
@@ -251,6 +277,9 @@ async fn session(
             io.reply("250-fault.test").await?;
             io.reply("250-PIPELINING").await?;
             io.reply("250-8BITMIME").await?;
+            if chunking {
+                io.reply("250-CHUNKING").await?;
+            }
             io.reply("250 ENHANCEDSTATUSCODES").await?;
         } else if upper.starts_with("MAIL FROM:") {
             tx.begin();
@@ -323,8 +352,64 @@ async fn session(
                     return None;
                 }
             }
+        } else if chunking && upper.starts_with("BDAT ") {
+            let mut words = upper[5..].split(' ');
+            let n: usize = words.next()?.parse().ok()?;
+            let last = words.next() == Some("LAST");
+            let octets = io.octets(n).await?;
+            if !mail || rcpts.is_empty() {
+                chunks.clear();
+                if last {
+                    tx.end();
+                }
+                io.reply("554 5.5.1 no valid recipients").await?;
+                continue;
+            }
+            chunks.extend_from_slice(&octets);
+            if !last {
+                io.reply("250 2.0.0 chunk ok").await?;
+                continue;
+            }
+            let message = std::mem::take(&mut chunks);
+            mail = false;
+            if chance(&mut rng, f.data_451) {
+                tx.end();
+                io.reply("451 4.3.0 data later").await?;
+                continue;
+            }
+            let id = test_id(&message);
+            if chance(&mut rng, f.drop_after_dot) {
+                return None;
+            }
+            if chance(&mut rng, f.final_451) {
+                tx.end();
+                io.reply("451 4.3.0 not stored").await?;
+                continue;
+            }
+            *stats
+                .accepted
+                .lock()
+                .expect("lock")
+                .entry(id.clone())
+                .or_default() += 1;
+            stats
+                .recipients
+                .lock()
+                .expect("lock")
+                .entry(id)
+                .or_default()
+                .push(rcpts.clone());
+            if chance(&mut rng, f.accept_then_drop) {
+                return None;
+            }
+            tx.end();
+            io.reply("250 2.0.0 queued").await?;
+            if chance(&mut rng, f.close_after_message) {
+                return None;
+            }
         } else if upper == "RSET" {
             tx.end();
+            chunks.clear();
             mail = false;
             rcpts.clear();
             io.reply("250 2.0.0 ok").await?;

@@ -77,6 +77,15 @@ pub enum Step {
     /// received between the 354 and the terminator (still dot-stuffed, exactly as on the wire,
     /// excluding the final ".\r\n") as one message in the log.
     ExpectData,
+    /// Read one `BDAT <n> [LAST]` line (the LAST marker must be there exactly when `last`),
+    /// then exactly `n` octets, stored as one chunk in [`MockLog::chunks`].
+    ExpectBdat {
+        /// Whether the chunk must be the last (`LAST`).
+        last: bool,
+    },
+    /// Assert that the client sends nothing more for this long (bytes already buffered and
+    /// not consumed count as sent): a client that must wait for replies.
+    ExpectQuiet(Duration),
     /// Sleep.
     Delay(Duration),
     /// Close the connection now (drop the socket), ending the script.
@@ -136,6 +145,8 @@ impl Step {
             }
             Step::Expect(p) => format!("Expect({p:?})"),
             Step::ExpectData => "ExpectData".to_string(),
+            Step::ExpectBdat { last } => format!("ExpectBdat(last: {last})"),
+            Step::ExpectQuiet(d) => format!("ExpectQuiet({d:?})"),
             Step::Delay(d) => format!("Delay({d:?})"),
             Step::Close => "Close".to_string(),
             Step::ExpectEof => "ExpectEof".to_string(),
@@ -159,6 +170,8 @@ pub struct MockLog {
     pub lines: Vec<Vec<String>>,
     /// All messages captured by ExpectData, in order, across connections.
     pub messages: Vec<Vec<u8>>,
+    /// All BDAT chunks captured by ExpectBdat, in order, across connections.
+    pub chunks: Vec<Vec<u8>>,
     /// Script failures (expectation mismatches, read timeouts, unexpected EOF while expecting);
     /// tests assert this is empty.
     pub errors: Vec<String>,
@@ -459,6 +472,22 @@ impl Conn {
             }
             Step::Expect(prefix) => self.expect_line(prefix).await?,
             Step::ExpectData => self.expect_data().await?,
+            Step::ExpectBdat { last } => self.expect_bdat(*last).await?,
+            Step::ExpectQuiet(d) => {
+                let deadline = Instant::now() + *d;
+                while self.buf.is_empty() && !self.eof {
+                    match self.read_more(deadline).await {
+                        ReadOutcome::Data => {}
+                        _ => break,
+                    }
+                }
+                if !self.buf.is_empty() {
+                    return Err(format!(
+                        "expected the client to wait, got {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ));
+                }
+            }
             Step::Delay(d) => sleep(*d).await,
             Step::Close => {
                 self.stream = None;
@@ -638,6 +667,36 @@ impl Conn {
                 }
             }
         }
+    }
+
+    async fn expect_bdat(&mut self, last: bool) -> Result<(), String> {
+        self.expect_line("BDAT ").await?;
+        let line = lock(&self.log).lines[self.idx]
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        let words: Vec<&str> = line.split(' ').collect();
+        let size = match (words.as_slice(), last) {
+            ([_, n], false) => n.parse::<usize>().ok(),
+            ([_, n, marker], true) if *marker == "LAST" => n.parse::<usize>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            format!(
+                "expected BDAT <n>{}, got {line:?}",
+                if last { " LAST" } else { "" }
+            )
+        })?;
+        let deadline = Instant::now() + self.step_timeout;
+        while self.buf.len() < size {
+            match self.read_more(deadline).await {
+                ReadOutcome::Data => {}
+                other => return Err(self.read_failure(other, &format!("{size} BDAT octets"))),
+            }
+        }
+        let chunk: Vec<u8> = self.buf.drain(..size).collect();
+        lock(&self.log).chunks.push(chunk);
+        Ok(())
     }
 
     async fn expect_eof(&mut self) -> Result<(), String> {
