@@ -35,6 +35,7 @@ pub use auth::{Credentials, SecretFuture, SecretSource};
 pub use connection::{bare_host, Connection, Greeted};
 pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;
+pub(crate) use final_dot_gate::current_gate;
 pub use final_dot_gate::{with_final_dot_gate, FinalDotGate, GateFuture};
 pub use happy_eyeballs::{AttemptOutcome, ConnectAttempt, RecentFailures, DEFAULT_ATTEMPT_DELAY};
 pub use options::{Chunking, ClientOptions};

@@ -9,6 +9,7 @@ mod report;
 mod retry;
 mod route;
 mod shared_limit;
+mod shared_sessions;
 mod stub_sender;
 mod verdict;
 

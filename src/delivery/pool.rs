@@ -59,6 +59,8 @@ struct Shared {
     idle: Mutex<Vec<Idle>>,
     opened: AtomicUsize,
     reused: AtomicUsize,
+    /// Messages of tasks sending at once, waiting to share a session.
+    sessions: super::shared_sessions::SharedSessions,
 }
 
 /// Sessions to one server, reused across messages and tasks.
@@ -112,6 +114,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             opened: AtomicUsize::new(0),
             reused: AtomicUsize::new(0),
+            sessions: Default::default(),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(reap_idle(Arc::downgrade(&shared)));
@@ -150,6 +153,21 @@ impl Pool {
                 ))
             }
         };
+        self.lend(permit).await
+    }
+
+    /// Like [`Pool::get`] when a session can be lent at once (an idle one, or room for a new
+    /// one); `None` when all `max_connections` are lent.
+    ///
+    /// Cancel safety: as [`Pool::get`].
+    pub async fn try_get(&self) -> Option<Result<PooledConnection>> {
+        let permit = self.shared.permits.clone().try_acquire_owned().ok()?;
+        Some(self.lend(permit).await)
+    }
+
+    /// A session for the holder of `permit`: a reused idle one or a new one.
+    async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<PooledConnection> {
+        let s = &self.shared;
         while let Some(idle) = self.take_idle() {
             if self.expired(&idle, Instant::now()) {
                 retire(s, idle.conn, None);
@@ -190,6 +208,11 @@ impl Pool {
 
     fn expired(&self, idle: &Idle, now: Instant) -> bool {
         expired(&self.shared.settings, idle, now)
+    }
+
+    /// The queue through which tasks sending at once share sessions.
+    pub(super) fn sessions(&self) -> &super::shared_sessions::SharedSessions {
+        &self.shared.sessions
     }
 
     /// Sessions waiting idle in the pool.
@@ -324,9 +347,33 @@ impl PooledConnection {
         self.deref_mut().send_mail(envelope, message).await
     }
 
+    /// Sends several messages in a row (see [`Connection::send_many`]), each counted against
+    /// `max_messages_per_connection`.
+    ///
+    /// Cancel safety: as [`PooledConnection::send_mail`].
+    pub async fn send_many(
+        &mut self,
+        batch: &[(&Envelope, &[u8])],
+    ) -> Vec<Result<TransactionReport>> {
+        self.sent += batch.len();
+        self.deref_mut().send_many(batch).await
+    }
+
     /// Messages sent over this session so far.
     pub fn messages_sent(&self) -> usize {
         self.sent
+    }
+
+    /// Messages this session may still send before `max_messages_per_connection`, or 0 once
+    /// it has lived `max_lifetime`.
+    pub fn messages_left(&self) -> usize {
+        let settings = &self.pool.settings;
+        if self.created.elapsed() >= settings.max_lifetime {
+            return 0;
+        }
+        settings
+            .max_messages_per_connection
+            .saturating_sub(self.sent)
     }
 }
 

@@ -452,13 +452,31 @@ async fn send_once(
     left: Option<Duration>,
     total: Option<Duration>,
 ) -> Result<TransactionReport, Error> {
-    let mut session = match left {
-        // Dropping a checkout half-way is safe: nothing was sent yet.
-        Some(left) => tokio::time::timeout(left, route.pool.get())
-            .await
-            .map_err(|_| deadline_error(total.unwrap_or_default(), "while connecting"))??,
-        None => route.pool.get().await?,
+    // A session of its own when one is free at once (or with a final-dot gate, a hook of this
+    // task). Else, while every session is busy, the message waits to share one with the
+    // other tasks sending now (see `shared_sessions`): it rides a batch, still with its own
+    // result, and its deadline still bounds it (a batch works to its earliest deadline).
+    let sharing = crate::client::current_gate().is_none();
+    let checkout = async {
+        if !sharing {
+            Some(route.pool.get().await)
+        } else if route.pool.sessions().is_idle() {
+            route.pool.try_get().await
+        } else {
+            None
+        }
     };
+    let checked_out = match left {
+        // Dropping a checkout half-way is safe: nothing was sent yet.
+        Some(left) => tokio::time::timeout(left, checkout)
+            .await
+            .map_err(|_| deadline_error(total.unwrap_or_default(), "while connecting"))?,
+        None => checkout.await,
+    };
+    let Some(session) = checked_out else {
+        return super::shared_sessions::send(&route.pool, envelope, bytes, deadline).await;
+    };
+    let mut session = session?;
     session.set_deadline(deadline);
     let result = session.send_mail(envelope, bytes).await;
     session.set_deadline(None);

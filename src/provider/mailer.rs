@@ -247,7 +247,9 @@ impl RouteTable {
 /// Sends notifications through a provider, its retries and its fallbacks.
 ///
 /// Cheap to clone; clones share connections and rate limits, so one `Mailer` can serve many
-/// tasks at once.
+/// tasks at once. While all of a provider's sessions are busy, the messages of other tasks
+/// wait to share them: a session takes them in batches and pipelines them, each task still
+/// getting its own report.
 ///
 /// ```no_run
 /// use smtpkit::message::Notification;
