@@ -60,7 +60,7 @@ RTT_COUNT_C1=${RTT_COUNT_C1:-80}
 RTT_COUNT_C4=${RTT_COUNT_C4:-160}
 RTT_COUNT_C16=${RTT_COUNT_C16:-400}
 PEER_COUNT=${PEER_COUNT:-4000}
-read -r -a PIPES <<<"${PIPES:-yes no}"
+read -r -a PIPES <<<"${PIPES-yes no}" # PIPES="" (set but empty): no plain rows, TLS rows only
 MAILER=${MAILER:-1}
 MAILER_TASKS=${MAILER_TASKS:-64}
 MAILER_COUNT=${MAILER_COUNT:-10000}
