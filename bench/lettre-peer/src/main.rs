@@ -13,6 +13,10 @@
 //! * `--nodelay` ("conn-nodelay"): as `--no-pool`, with TCP_NODELAY set on our stream. This is
 //!   the only way to get TCP_NODELAY under lettre 0.11's protocol code: the pooled transport
 //!   opens its own sockets and has no such setting.
+//! * `--tls --ca-file PEM` (pool mode only): the same pooled transport with implicit TLS
+//!   (`Tls::Wrapper`, lettre's rustls backend, feature `tokio1-rustls-tls`), trusting the PEM
+//!   CA. One `TlsParameters` (so one rustls `ClientConfig` and its session cache) is shared by
+//!   the pool's connections.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -34,9 +38,11 @@ struct Opts {
     size: usize,
     nodelay: bool,
     no_pool: bool,
+    tls: bool,
+    ca_file: Option<String>,
 }
 
-const USAGE: &str = "usage: lettre-peer --host H --port P [--count N] [--concurrency C] [--size BYTES] [--no-pool] [--nodelay]";
+const USAGE: &str = "usage: lettre-peer --host H --port P [--count N] [--concurrency C] [--size BYTES] [--no-pool] [--nodelay] [--tls --ca-file PEM]";
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
@@ -47,6 +53,8 @@ fn parse_args() -> Result<Opts, String> {
         size: 2048,
         nodelay: false,
         no_pool: false,
+        tls: false,
+        ca_file: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,12 +74,17 @@ fn parse_args() -> Result<Opts, String> {
                 o.no_pool = true;
             }
             "--no-pool" => o.no_pool = true,
+            "--tls" => o.tls = true,
+            "--ca-file" => o.ca_file = Some(value("--ca-file")?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
     if o.host.is_empty() || o.port == 0 {
         return Err(format!("--host and --port are required\n{USAGE}"));
+    }
+    if o.tls && o.no_pool {
+        return Err("--tls works in pool mode only (not with --no-pool or --nodelay)".to_owned());
     }
     if o.count == 0 || o.concurrency == 0 || o.size < 200 {
         return Err("--count and --concurrency must be >= 1, --size >= 200".to_owned());
@@ -120,13 +133,29 @@ struct Outcome {
 
 /// Runs `concurrency` tasks; each takes tickets until `count` are gone and calls `send_one`.
 async fn run_pool(o: &Opts, envelope: Envelope, message: Arc<Vec<u8>>) -> Outcome {
-    let transport: AsyncSmtpTransport<Tokio1Executor> =
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(o.host.clone())
-            .port(o.port)
-            .timeout(Some(Duration::from_secs(30)))
-            .hello_name(ClientId::Domain("lettre-peer.test".to_owned()))
-            .pool_config(PoolConfig::new().max_size(o.concurrency as u32))
-            .build();
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(o.host.clone())
+        .port(o.port)
+        .timeout(Some(Duration::from_secs(30)))
+        .hello_name(ClientId::Domain("lettre-peer.test".to_owned()))
+        .pool_config(PoolConfig::new().max_size(o.concurrency as u32));
+    if o.tls {
+        let mut params = TlsParameters::builder(o.host.clone());
+        if let Some(path) = &o.ca_file {
+            let pem = match std::fs::read(path) {
+                Ok(p) => p,
+                Err(e) => return Outcome { sent: 0, failed: o.count, first_error: Some(format!("{path}: {e}")) },
+            };
+            match Certificate::from_pem(&pem) {
+                Ok(cert) => params = params.add_root_certificate(cert),
+                Err(e) => return Outcome { sent: 0, failed: o.count, first_error: Some(format!("{path}: {e}")) },
+            }
+        }
+        match params.build_rustls() {
+            Ok(p) => builder = builder.tls(Tls::Wrapper(p)),
+            Err(e) => return Outcome { sent: 0, failed: o.count, first_error: Some(format!("tls: {e}")) },
+        }
+    }
+    let transport: AsyncSmtpTransport<Tokio1Executor> = builder.build();
     let transport = Arc::new(transport);
     let tickets = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(o.concurrency);
@@ -280,6 +309,7 @@ async fn main() -> ExitCode {
         out.sent as f64 / secs,
         cpu_us_per_msg,
         match (o.no_pool, o.nodelay) {
+            (false, _) if o.tls => "pool-tls",
             (false, _) => "pool",
             (true, false) => "conn",
             (true, true) => "conn-nodelay",
