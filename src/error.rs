@@ -408,6 +408,9 @@ impl Error {
             (ErrorKind::Tls, _, _) if self.message.contains("UnknownIssuer") => {
                 "The server's certificate is signed by a CA this machine does not trust: for a private CA (a company relay, `smtpkit serve`), set `ca_file` to that CA's certificate (PEM); for a public provider, update the system CA certificates. Use `tls_skip_verify: true` only for trusted internal servers."
             }
+            (ErrorKind::Tls, _, _) if self.message.contains("CaUsedAsEndEntity") => {
+                "The server presents a CA certificate as its own (a self-signed certificate made with CA:TRUE, as `openssl req -x509` does by default), which TLS refuses even when it is in `ca_file`: give the server a certificate signed by that CA (CA:FALSE) and keep the CA in `ca_file`; use `tls_skip_verify: true` only for trusted internal servers."
+            }
             (ErrorKind::Tls, _, _) => {
                 "Update the system CA certificates (or set `ca_file` for a private CA), check that the server's certificate is valid for this host name, and check whether the port wants STARTTLS (587) or implicit TLS (465). Use `tls_skip_verify: true` only for trusted internal servers."
             }
@@ -583,6 +586,17 @@ mod tests {
         assert!(hint.contains("`security: starttls`"), "{hint}");
         let other = rejected(Stage::MailFrom, 550, "5.7.1 sender not allowed");
         assert!(other.hint().expect("hint").contains("SPF"));
+    }
+
+    #[test]
+    fn a_ca_certificate_served_as_the_servers_own_is_explained() {
+        let err = Error::new(
+            ErrorKind::Tls,
+            Stage::Connect,
+            "TLS handshake (implicit TLS) with 127.0.0.1 failed: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        );
+        let hint = err.hint().expect("hint");
+        assert!(hint.contains("CA:FALSE") && hint.contains("`ca_file`"), "{hint}");
     }
 
     #[test]

@@ -1113,6 +1113,9 @@ async fn bench_json_is_one_object_on_success_and_failure() {
     assert_eq!(json["exit_code"], 75, "{json}");
     assert_eq!(json["failed"], 1, "{json}");
     assert_eq!(json["errors"]["connect"], 1, "{json}");
+    // And why, in words.
+    let first = json["first_errors"]["connect"].as_str().unwrap_or_default();
+    assert!(first.contains("cannot connect"), "{json}");
 
     // A bad argument value: exit 64, one object.
     let out = smtpkit(&[

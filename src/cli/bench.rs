@@ -150,10 +150,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct Tally {
     latencies: Vec<Duration>,
     errors: BTreeMap<String, usize>,
+    /// The first error of each kind, in words (so a failed run says why).
+    first_errors: BTreeMap<String, String>,
     connections: usize,
     /// TLS handshake times of full and of resumed handshakes.
     full_handshakes: Vec<Duration>,
     resumed_handshakes: Vec<Duration>,
+}
+
+/// Keeps the first error of its kind, in words.
+fn note_error(tally: &Mutex<Tally>, e: &smtpkit::Error) {
+    if let Ok(mut t) = tally.lock() {
+        t.first_errors
+            .entry(e.kind().as_str().to_owned())
+            .or_insert_with(|| e.to_string());
+    }
 }
 
 /// The client options of a bench run: security, trust and credentials as asked.
@@ -284,6 +295,7 @@ pub async fn run(args: BenchArgs) -> u8 {
                 if let Ok(mut tally) = tally.lock() {
                     tally.latencies = t.latencies;
                     tally.errors = t.errors;
+                    tally.first_errors = t.first_errors;
                     tally.connections = t.connections;
                 }
             }
@@ -330,6 +342,7 @@ pub async fn run(args: BenchArgs) -> u8 {
                             // A failed connect costs one ticket, so the loop stays bounded.
                             if next.fetch_add(1, Ordering::Relaxed) < args.count {
                                 *errors.entry(e.kind().as_str().to_owned()).or_default() += 1;
+                                note_error(&tally, &e);
                             }
                             continue;
                         }
@@ -361,7 +374,10 @@ pub async fn run(args: BenchArgs) -> u8 {
                 for r in results {
                     match r {
                         Ok(_) => latencies.push(each),
-                        Err(e) => *errors.entry(e.kind().as_str().to_owned()).or_default() += 1,
+                        Err(e) => {
+                            *errors.entry(e.kind().as_str().to_owned()).or_default() += 1;
+                            note_error(&tally, &e);
+                        }
                     }
                 }
                 if let Some(p) = &progress {
@@ -406,7 +422,10 @@ pub async fn run(args: BenchArgs) -> u8 {
     let mb_per_sec = (sent * message.len()) as f64 / secs / 1e6;
     let p50 = percentile(&tally.latencies, 50.0);
     let p99 = percentile(&tally.latencies, 99.0);
-    let cpu_us_per_msg = cpu.map(|c| c.as_secs_f64() * 1e6 / sent.max(1) as f64);
+    // Per message sent: nothing to divide by when nothing was sent.
+    let cpu_us_per_msg = cpu
+        .filter(|_| sent > 0)
+        .map(|c| c.as_secs_f64() * 1e6 / sent as f64);
     let failed: usize = tally.errors.values().sum();
     tally.full_handshakes.sort_unstable();
     tally.resumed_handshakes.sort_unstable();
@@ -432,6 +451,7 @@ pub async fn run(args: BenchArgs) -> u8 {
             "p99_ms": p99.as_secs_f64() * 1e3,
             "connections": tally.connections,
             "errors": tally.errors,
+            "first_errors": tally.first_errors,
             "cpu_us_per_msg": cpu_us_per_msg,
             "concurrency": args.concurrency,
             "size": message.len(),
@@ -471,7 +491,10 @@ pub async fn run(args: BenchArgs) -> u8 {
             );
         }
         for (kind, n) in &tally.errors {
-            out!("  {n} × {kind}");
+            match tally.first_errors.get(kind) {
+                Some(first) => out!("  {n} × {kind}, the first: {first}"),
+                None => out!("  {n} × {kind}"),
+            }
         }
     }
     code

@@ -18,6 +18,7 @@ use super::output::Failure;
 pub(super) struct MailerTally {
     pub(super) latencies: Vec<Duration>,
     pub(super) errors: std::collections::BTreeMap<String, usize>,
+    pub(super) first_errors: std::collections::BTreeMap<String, String>,
     pub(super) connections: usize,
 }
 
@@ -107,9 +108,13 @@ pub(super) async fn run(
                 match mailer.send_message(&envelope, &message).await {
                     Ok(_) => latencies.push(t0.elapsed()),
                     Err(e) => {
-                        *errors
-                            .entry(e.error.kind().as_str().to_owned())
-                            .or_default() += 1;
+                        let kind = e.error.kind().as_str().to_owned();
+                        *errors.entry(kind.clone()).or_default() += 1;
+                        if let Ok(mut t) = tally.lock() {
+                            t.first_errors
+                                .entry(kind)
+                                .or_insert_with(|| e.error.to_string());
+                        }
                     }
                 }
                 if let Some(p) = &progress {
