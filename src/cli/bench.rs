@@ -304,8 +304,13 @@ pub async fn run(args: BenchArgs) -> u8 {
     }
     let mut workers = Vec::new();
     let direct = if args.mailer { 0 } else { args.concurrency };
-    for _ in 0..direct {
+    // Over TLS the first session opens alone: the others then resume its TLS session (as a
+    // pool's sessions do), and the output tells a full handshake from a resumed one.
+    let first_open = Arc::new(tokio::sync::Semaphore::new(0));
+    for worker in 0..direct {
         let bdat_used = bdat_used.clone();
+        let first_open = first_open.clone();
+        let wait_for_first = worker > 0 && args.security != BenchSecurity::None;
         let (options, message, envelope, next, tally, progress) = (
             options.clone(),
             message.clone(),
@@ -325,12 +330,20 @@ pub async fn run(args: BenchArgs) -> u8 {
             // Bounded: each turn takes up to `batch` of the `count` tickets. Batches only help
             // with PIPELINING, and must stay small enough to spread the work evenly.
             let even = (args.count / (args.concurrency * 8)).max(1);
+            if wait_for_first {
+                // Closed (never acquired) once the first worker tried: everyone goes on.
+                let _ = first_open.acquire().await;
+            }
             loop {
                 if conn.as_ref().is_none_or(|c| !c.is_usable()) {
                     if next.load(Ordering::Relaxed) >= args.count {
                         break;
                     }
-                    match Connection::connect(&host, port, options.clone()).await {
+                    let connected = Connection::connect(&host, port, options.clone()).await;
+                    if worker == 0 {
+                        first_open.close();
+                    }
+                    match connected {
                         Ok(c) => {
                             connections += 1;
                             if let Some(info) = c.tls_info() {
