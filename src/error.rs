@@ -596,7 +596,10 @@ mod tests {
             "TLS handshake (implicit TLS) with 127.0.0.1 failed: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
         );
         let hint = err.hint().expect("hint");
-        assert!(hint.contains("CA:FALSE") && hint.contains("`ca_file`"), "{hint}");
+        assert!(
+            hint.contains("CA:FALSE") && hint.contains("`ca_file`"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -25,28 +25,46 @@ fn mailer(port: u16, transcript: Transcript) -> Mailer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_ride_one_session_and_each_gets_its_own_report() {
-    let server = TruthServer::start(Behaviour {
+    let mut server = TruthServer::start(Behaviour {
         max_reply_delay_ms: 5,
         ..Behaviour::default()
     })
     .await;
     let (transcript, lines) = Transcript::buffer();
     let mailer = mailer(server.port, transcript);
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let mailer = mailer.clone();
-            tokio::spawn(async move {
-                // Every third message has a recipient the server refuses.
-                let mut n = Notification::new(format!("shared {i}"))
-                    .to(format!("ok{i}@example.org").parse().expect("address"))
-                    .text(format!("body of shared message {i}"));
-                if i % 3 == 0 {
-                    n = n.to(format!("bad{i}@example.org").parse().expect("address"));
-                }
-                (i, mailer.send(&n).await)
-            })
+    // The first send holds the only session (the server waits before its final reply) until
+    // the eleven others are queued: an event, not a timer.
+    server.stall(Stall {
+        point: Point::FinalReply,
+        release_after: None,
+    });
+    let send = |i: usize| {
+        let mailer = mailer.clone();
+        tokio::spawn(async move {
+            // Every third message has a recipient the server refuses.
+            let mut n = Notification::new(format!("shared {i}"))
+                .to(format!("ok{i}@example.org").parse().expect("address"))
+                .text(format!("body of shared message {i}"));
+            if i.is_multiple_of(3) {
+                n = n.to(format!("bad{i}@example.org").parse().expect("address"));
+            }
+            (i, mailer.send(&n).await)
         })
-        .collect();
+    };
+    let mut tasks = vec![send(0)];
+    server.reached(Point::FinalReply).await;
+    tasks.extend((1..12).map(send));
+    let pool = &mailer.routes()[0].pool;
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pool.waiting() < 11 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{} queued",
+            pool.waiting()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.release();
     let mut queue_ids = HashSet::new();
     for task in tasks {
         let (i, sent) = task.await.expect("task");
@@ -59,7 +77,10 @@ async fn concurrent_sends_ride_one_session_and_each_gets_its_own_report() {
                 "{i}: {r:?}"
             );
         }
-        assert_eq!(report.recipients.len(), if i % 3 == 0 { 2 } else { 1 });
+        assert_eq!(
+            report.recipients.len(),
+            if i.is_multiple_of(3) { 2 } else { 1 }
+        );
         // Its own queue id: the one the server gave the message with its subject.
         let truth = server.truth();
         let stored = truth.stored_with(&format!("body of shared message {i}\r"));
@@ -122,7 +143,12 @@ async fn a_send_dropped_while_it_waits_for_a_session_is_never_sent() {
         let mailer = mailer.clone();
         async move { mailer.send(&note(2)).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let pool = &mailer.routes()[0].pool;
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pool.waiting() < 1 {
+        assert!(tokio::time::Instant::now() < end, "never queued");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     second.abort();
     assert!(second.await.is_err(), "cancelled");
     server.release();

@@ -16,6 +16,13 @@ use super::wire::Wire;
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::proto::{Capabilities, ClientName, Command, Reply, ReplyCode};
 
+/// A message body is dot-stuffed this much at a time.
+const BODY_PIECE: usize = 64 * 1024;
+
+/// A body is written whenever this much of it waits encoded: big enough for few writes,
+/// small enough that a big message is never held twice.
+const BODY_FLUSH_AT: usize = 256 * 1024;
+
 /// How long QUIT may take when closing a session that is being dropped anyway.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -804,9 +811,8 @@ impl Connection {
                 "no message body expected: send DATA with Connection::command and get 354 first",
             ));
         }
-        let wire_body = crate::proto::DotStuffer::encode_all(body);
         self.wire().begin(Stage::Body)?;
-        let result = self.write_body(&wire_body, body.len(), None).await;
+        let result = self.write_body(body, body.len(), None).await;
         let wire = self.wire();
         wire.set_awaiting_body(false);
         wire.end();
@@ -832,56 +838,48 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes a dot-stuffed body and its final `.` (with an already encoded command group
-    /// behind them in the same write, when given) and reads the reply to the `.`.
+    /// Writes a message body, dot-stuffed as it goes, and its final `.` (with an already
+    /// encoded command group behind them in the same write, when given) and reads the reply to
+    /// the `.`.
+    ///
+    /// The body is encoded into the write buffer a piece at a time and written whenever
+    /// `BODY_FLUSH_AT` bytes are waiting, so a big message is never copied whole: memory
+    /// stays the caller's message plus a bounded buffer. A small body leaves in one write with
+    /// its terminator and `then` (no Nagle stall).
     pub(crate) async fn write_body(
         &mut self,
-        wire_body: &[u8],
+        message: &[u8],
         body_len: usize,
         then: Option<(&[u8], &[String])>,
     ) -> Result<Reply> {
         let timeouts = *self.options().timeouts();
-        if let Some(gate) = super::final_dot_gate::current_gate() {
-            return self.write_body_gated(wire_body, body_len, then, gate).await;
-        }
+        let gate = super::final_dot_gate::current_gate();
         let wire = self.wire();
         wire.note(&format!("message body: {body_len} bytes"));
-        // Body and terminator leave together (DESIGN: one write, no Nagle stall).
-        wire.queue_raw(wire_body);
+        let mut stuffer = crate::proto::DotStuffer::new();
+        for piece in message.chunks(BODY_PIECE) {
+            wire.queue_stuffed(&mut stuffer, piece);
+            if wire.queued_len() >= BODY_FLUSH_AT {
+                // Before the final `.`: a failure here means the server cannot have it.
+                wire.flush_body(timeouts.data_block, usize::MAX).await?;
+            }
+        }
+        wire.queue_last_line_end(&mut stuffer);
+        if let Some(gate) = gate {
+            // The body, then the gate, then the final `.` in a write of its own.
+            wire.flush_body(timeouts.data_block, usize::MAX).await?;
+            if let Err(err) = gate.before_final_dot().await {
+                // The body is out without its `.`: the session is in the middle of DATA.
+                wire.note("stopped before the final \".\": the server does not have the message");
+                return Err(wire.poison(err));
+            }
+        }
+        wire.queue_raw(b".\r\n");
         let body_end = wire.queued_len();
         if let Some((group, lines)) = then {
             wire.queue_encoded(group, lines);
         }
         wire.flush_body(timeouts.data_block, body_end).await?;
-        wire.read_reply(Stage::DataEnd, timeouts.data_end).await
-    }
-
-    /// [`Connection::write_body`] with a [`super::FinalDotGate`]: the body, then the gate,
-    /// then the final `.` (and `then`) in a write of its own.
-    async fn write_body_gated(
-        &mut self,
-        wire_body: &[u8],
-        body_len: usize,
-        then: Option<(&[u8], &[String])>,
-        gate: std::sync::Arc<dyn super::FinalDotGate>,
-    ) -> Result<Reply> {
-        let timeouts = *self.options().timeouts();
-        // The stuffed body always ends with the terminator's ".\r\n" (after its own CRLF).
-        let (body, dot) = wire_body.split_at(wire_body.len().saturating_sub(3));
-        let wire = self.wire();
-        wire.note(&format!("message body: {body_len} bytes"));
-        wire.queue_raw(body);
-        wire.flush_body(timeouts.data_block, usize::MAX).await?;
-        if let Err(err) = gate.before_final_dot().await {
-            // The body is out without its `.`: the session is in the middle of DATA.
-            wire.note("stopped before the final \".\": the server does not have the message");
-            return Err(wire.poison(err));
-        }
-        wire.queue_raw(dot);
-        if let Some((group, lines)) = then {
-            wire.queue_encoded(group, lines);
-        }
-        wire.flush_body(timeouts.data_block, dot.len()).await?;
         wire.read_reply(Stage::DataEnd, timeouts.data_end).await
     }
 

@@ -187,8 +187,8 @@ pub(super) struct Prepared<'a> {
     pub(super) group: Vec<u8>,
     /// The group's lines as the transcript shows them.
     pub(super) group_lines: Vec<String>,
-    /// For DATA: dot-stuffed with its terminator. For BDAT: the message with CRLF line ends,
-    /// not stuffed ([`crate::proto::bdat_body`]).
+    /// For DATA: the message as given, dot-stuffed as it is written. For BDAT: the message
+    /// with CRLF line ends, not stuffed ([`crate::proto::bdat_body`]).
     pub(super) wire_body: Cow<'a, [u8]>,
     /// The message's length as given.
     pub(super) body_len: usize,
@@ -339,8 +339,8 @@ impl Connection {
             let size = body.len();
             (body, size)
         } else {
-            let (stuffed, size) = DotStuffer::encode_sized(message);
-            (Cow::Owned(stuffed), size)
+            // Dot-stuffed while it is written (`Connection::write_body`), never copied whole.
+            (Cow::Borrowed(message), DotStuffer::message_size(message))
         };
         if let Some(limit) = self.capabilities.size_limit() {
             let size = message_size as u64;

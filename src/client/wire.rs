@@ -175,6 +175,16 @@ impl Wire {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Appends `piece` of a message body, dot-stuffed by `stuffer` as it goes.
+    pub(crate) fn queue_stuffed(&mut self, stuffer: &mut crate::proto::DotStuffer, piece: &[u8]) {
+        stuffer.encode(piece, &mut self.out);
+    }
+
+    /// Appends the end of the body's last line, if it is open (before the final `.`).
+    pub(crate) fn queue_last_line_end(&mut self, stuffer: &mut crate::proto::DotStuffer) {
+        stuffer.end_last_line(&mut self.out);
+    }
+
     /// How many bytes wait to be written.
     pub(crate) fn queued_len(&self) -> usize {
         self.out.len()

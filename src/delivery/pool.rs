@@ -215,6 +215,12 @@ impl Pool {
         &self.shared.sessions
     }
 
+    /// Messages of `Mailer` sends waiting for one of the pool's sessions to take them in a
+    /// batch (all sessions were busy when they came).
+    pub fn waiting(&self) -> usize {
+        self.shared.sessions.waiting()
+    }
+
     /// Sessions waiting idle in the pool.
     pub fn idle_count(&self) -> usize {
         self.shared.idle.lock().map(|i| i.len()).unwrap_or(0)

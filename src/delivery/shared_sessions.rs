@@ -63,6 +63,11 @@ impl SharedSessions {
         self.lock().is_empty()
     }
 
+    /// Messages waiting for a session (withdrawn ones not yet skipped included).
+    pub(super) fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Up to `max` jobs still wanted, oldest first.
     fn take_batch(&self, max: usize) -> Vec<Job> {
         let mut jobs = self.lock();
