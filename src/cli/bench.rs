@@ -281,8 +281,22 @@ pub async fn run(args: BenchArgs) -> u8 {
     let started = Instant::now();
     if args.mailer {
         let host = addr.ip().to_string();
+        let asked = bench_mailer::MailerBench {
+            security: match args.security {
+                BenchSecurity::None => "none",
+                BenchSecurity::Tls => "tls",
+                BenchSecurity::Starttls => "starttls",
+            },
+            auth: args.auth.as_deref(),
+            ca_file: args.ca_file.as_deref(),
+            tls_skip_verify: args.tls_skip_verify,
+            chunking: args.chunking == ChunkingMode::Auto,
+            connections: args.concurrency,
+            tasks: args.tasks,
+            count: args.count,
+        };
         let run = bench_mailer::run(
-            &args,
+            &asked,
             &host,
             addr.port(),
             envelope.clone(),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use smtpkit::client::Envelope;
 use smtpkit::provider::{Config, Mailer};
 
-use super::bench::{BenchArgs, BenchSecurity, ChunkingMode};
 use super::exit;
 use super::output::Failure;
 
@@ -22,16 +21,27 @@ pub(super) struct MailerTally {
     pub(super) connections: usize,
 }
 
+/// What a `--mailer` run is asked to do.
+pub(super) struct MailerBench<'a> {
+    /// `none`, `tls` or `starttls`.
+    pub(super) security: &'static str,
+    /// `USER:PASS`.
+    pub(super) auth: Option<&'a str>,
+    pub(super) ca_file: Option<&'a std::path::Path>,
+    pub(super) tls_skip_verify: bool,
+    pub(super) chunking: bool,
+    /// The pool's sessions.
+    pub(super) connections: usize,
+    pub(super) tasks: usize,
+    pub(super) count: usize,
+}
+
 /// The configuration of the one provider the run sends through, at `host:port` (the delay
 /// proxy's address when `--rtt` is given; then the certificate must name that address, or
 /// `--tls-skip-verify`).
-fn config(args: &BenchArgs, host: &str, port: u16) -> Result<Config, Failure> {
-    let security = match args.security {
-        BenchSecurity::None => "none",
-        BenchSecurity::Tls => "tls",
-        BenchSecurity::Starttls => "starttls",
-    };
-    let (user, pass, auth) = match &args.auth {
+fn config(args: &MailerBench<'_>, host: &str, port: u16) -> Result<Config, Failure> {
+    let security = args.security;
+    let (user, pass, auth) = match args.auth {
         Some(pair) => {
             let (u, p) = pair.split_once(':').ok_or_else(|| {
                 Failure::new("usage", "arguments", "--auth takes USER:PASS", exit::USAGE)
@@ -47,7 +57,7 @@ fn config(args: &BenchArgs, host: &str, port: u16) -> Result<Config, Failure> {
          auth: {auth}\n      helo_name: bench.smtpkit.test\n      \
          pool: {{max_connections: {}}}\n      retry: {{attempts: 1}}\n",
         quoted(host),
-        args.concurrency
+        args.connections
     );
     if args.auth.is_some() {
         yaml.push_str(&format!(
@@ -55,17 +65,17 @@ fn config(args: &BenchArgs, host: &str, port: u16) -> Result<Config, Failure> {
             quoted(&user),
             quoted(&pass)
         ));
-        if args.security == BenchSecurity::None {
+        if args.security == "none" {
             yaml.push_str("      allow_insecure_auth: true\n");
         }
     }
-    if args.chunking == ChunkingMode::Off {
+    if !args.chunking {
         yaml.push_str("      chunking: false\n");
     }
     if args.tls_skip_verify {
         yaml.push_str("      tls_skip_verify: true\n");
     }
-    if let Some(ca) = &args.ca_file {
+    if let Some(ca) = args.ca_file {
         yaml.push_str(&format!(
             "      ca_file: {}\n",
             quoted(&ca.display().to_string())
@@ -77,7 +87,7 @@ fn config(args: &BenchArgs, host: &str, port: u16) -> Result<Config, Failure> {
 
 /// Sends `args.count` messages from `args.tasks` tasks through one [`Mailer`].
 pub(super) async fn run(
-    args: &BenchArgs,
+    args: &MailerBench<'_>,
     host: &str,
     port: u16,
     envelope: Arc<Envelope>,

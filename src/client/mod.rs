@@ -24,6 +24,7 @@ mod options;
 mod proxy;
 mod sender;
 mod stream;
+mod tcp;
 mod timeouts;
 mod tls;
 mod tls_probe;
@@ -32,7 +33,7 @@ mod transcript;
 mod wire;
 
 pub use auth::{Credentials, SecretFuture, SecretSource};
-pub use connection::{bare_host, Connection, Greeted};
+pub use connection::{Connection, Greeted};
 pub use connector::{ConnectFuture, Connector, SharedConnector};
 pub use envelope::Envelope;
 pub(crate) use final_dot_gate::current_gate;
@@ -43,6 +44,7 @@ pub(crate) use proxy::UNREACHABLE_PREFIX as PROXY_UNREACHABLE;
 pub use proxy::{Proxy, ProxyKind, ProxyUrlError};
 pub use sender::{Sender, Sent};
 pub use stream::Stream;
+pub use tcp::bare_host;
 pub use timeouts::Timeouts;
 pub(crate) use tls::check_ca_file;
 #[cfg(feature = "certificate-summary")]

@@ -127,7 +127,7 @@ async fn connect_to_proxy(
         },
         ..options.clone()
     };
-    let (tcp, _attempts) = super::connection::connect_tcp(proxy.host(), proxy.port(), &direct)
+    let (tcp, _attempts) = super::tcp::connect_tcp(proxy.host(), proxy.port(), &direct)
         .await
         .map_err(|e| {
             Error::new(

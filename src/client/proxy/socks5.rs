@@ -65,7 +65,7 @@ pub(super) async fn tunnel(
             target,
         });
     }
-    let addrs = crate::client::connection::resolve(host, port, deadline, limit).await?;
+    let addrs = crate::client::tcp::resolve(host, port, deadline, limit).await?;
     let mut last = None;
     for addr in addrs {
         let remaining = deadline.saturating_duration_since(Instant::now());
