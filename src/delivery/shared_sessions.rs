@@ -124,11 +124,13 @@ pub(super) async fn send(
     } else {
         shared.drivers.fetch_sub(1, Ordering::AcqRel);
     }
+    // Only a driver that took the message drops it unanswered (it panicked, or the runtime
+    // is shutting down) — perhaps after the final `.`: the outcome is unknown.
     answer.await.unwrap_or_else(|_| {
         Err(Error::new(
             ErrorKind::Closed,
-            Stage::Connect,
-            "the session sending this message went away before it was sent",
+            Stage::DataEnd,
+            "the shared session sending this message ended without a result: the server may have it",
         ))
     })
 }
