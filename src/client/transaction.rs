@@ -455,7 +455,8 @@ impl Connection {
     /// not still gets the message under BODY=8BITMIME, as many accept it.
     fn mail_parameters(&self, envelope: &Envelope, message: &[u8]) -> Result<Vec<Parameter>> {
         let mut params = Vec::new();
-        let eight_bit = message.iter().any(|&b| b >= 0x80);
+        // `is_ascii` reads a word at a time: the whole body is checked, so it must be quick.
+        let eight_bit = !message.is_ascii();
         if eight_bit {
             if !self.capabilities.eight_bit_mime() {
                 return Err(Error::new(

@@ -125,20 +125,16 @@ impl DotStuffer {
     /// assert_eq!(DotStuffer::message_size(b".a\nb"), 7);
     /// ```
     pub fn message_size(body: &[u8]) -> usize {
-        let mut size = body.len();
-        let mut i = 0;
-        while let Some(p) = memchr::memchr2(b'\r', b'\n', &body[i..]) {
-            let at = i + p;
-            match (body[at], body.get(at + 1)) {
-                // CRLF stays as it is.
-                (b'\r', Some(b'\n')) => i = at + 2,
-                // A bare CR or a bare LF becomes CRLF.
-                _ => {
-                    size += 1;
-                    i = at + 1;
-                }
-            }
-        }
+        // Counted, not walked line by line: every CR and every LF not part of a CRLF is a
+        // bare one, which becomes CRLF (one more octet).
+        let crs = memchr::memchr_iter(b'\r', body).count();
+        let lfs = memchr::memchr_iter(b'\n', body).count();
+        let crlfs = if crs == 0 || lfs == 0 {
+            0
+        } else {
+            memchr::memmem::find_iter(body, b"\r\n").count()
+        };
+        let mut size = body.len() + (crs - crlfs) + (lfs - crlfs);
         // The last line, when open, is ended.
         if !body.is_empty() && !matches!(body.last(), Some(b'\r' | b'\n')) {
             size += 2;
