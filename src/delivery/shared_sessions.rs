@@ -163,7 +163,7 @@ async fn serve_queue(pool: &super::Pool) {
             // No session: the messages waiting now fail as their own send would have.
             let batch = shared.take_batch(BATCH);
             for job in batch {
-                let _ = job.reply.send(Err(copy_of(&e)));
+                let _ = job.reply.send(Err(e.duplicate()));
             }
             return;
         }
@@ -196,13 +196,4 @@ async fn serve_queue(pool: &super::Pool) {
             let _ = job.reply.send(result);
         }
     }
-}
-
-/// The same error again, for each message a failed session would have carried.
-fn copy_of(e: &Error) -> Error {
-    let mut copy = Error::new(e.kind(), e.stage(), e.message());
-    if let Some(reply) = e.reply() {
-        copy = copy.with_reply(reply.clone());
-    }
-    copy
 }
